@@ -1,0 +1,112 @@
+"""``Job``: a job's id and body, and, when reserved, the means to settle it.
+
+A reserved job remembers the connection that reserved it, because only that connection
+may release, bury or touch it (or delete it while reserved). Once that connection is gone
+the reservation is gone too, and settling delivers ``JobLostError`` without sending
+anything: on a new connection the same id could name a job somebody else now holds, or,
+after a server restart, a different job altogether.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from .protocol import JobStats
+
+if TYPE_CHECKING:
+    from reactivex import Observable
+
+    from ._client import Client
+    from ._connection import Connection
+    from ._reservations import ReservingChannel
+
+
+class Job:
+    """A beanstalkd job.
+
+    Attributes:
+        id: The job id (unique within one server process).
+        body: The job body.
+    """
+
+    __slots__ = ("_channel", "_client", "_connection", "_settled", "body", "id")
+
+    def __init__(
+        self,
+        job_id: int,
+        body: bytes,
+        client: Client,
+        connection: Connection | None = None,
+        channel: ReservingChannel | None = None,
+    ) -> None:
+        self.id = job_id
+        self.body = body
+        self._client = client
+        self._connection = connection
+        self._channel = channel
+        self._settled: str | None = None
+
+    def __repr__(self) -> str:
+        state = "reserved" if self.reserved else ("settled" if self._settled else "peeked")
+        preview = self.body[:40]
+        more = "..." if len(self.body) > 40 else ""
+        return f"<Job {self.id} {state} {len(self.body)} bytes {preview!r}{more}>"
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+    @property
+    def reserved(self) -> bool:
+        """Whether this handle holds a live, unsettled reservation."""
+        conn = self._connection
+        return conn is not None and not conn.closed and self._settled is None
+
+    @property
+    def settled(self) -> str | None:
+        """How the job was settled through this handle (``"delete"``, ...), or ``None``."""
+        return self._settled
+
+    def delete(self) -> Observable[int]:
+        """Delete the job (cold; emits the job id).
+
+        On a reserved job it goes over the connection that reserved it; a second
+        ``delete``/``release``/``bury`` delivers ``JobSettledError``; a lost reservation
+        delivers ``JobLostError``; nothing is sent in either case.
+        """
+        return self._client.delete(self)
+
+    def release(self, priority: int | None = None, delay: int = 0) -> Observable[int]:
+        """Put the reserved job back, ready (or delayed by ``delay`` seconds).
+
+        Args:
+            priority: New priority; ``None`` keeps the job's priority (read with
+                ``stats-job`` first).
+            delay: Seconds before the job is ready again.
+
+        Raises:
+            InvalidArgumentError: a bad priority or delay (at call time).
+        """
+        return self._client.release(self, priority=priority, delay=delay)
+
+    def bury(self, priority: int | None = None) -> Observable[int]:
+        """Bury the reserved job; ``priority=None`` keeps its priority.
+
+        Raises:
+            InvalidArgumentError: a bad priority (at call time).
+        """
+        return self._client.bury(self, priority=priority)
+
+    def touch(self) -> Observable[int]:
+        """Ask for more time: the job's TTR starts again (cold; emits the job id)."""
+        return self._client.touch(self)
+
+    def stats(self) -> Observable[JobStats]:
+        """The job's ``stats-job`` (cold)."""
+        return self._client.stats_job(self)
