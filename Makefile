@@ -1,0 +1,92 @@
+# rxbeanstalk developer tasks.
+#
+#   make deps    make sure the beanstalkd binary exists (installs it with apt-get as root)
+#   make .venv   reactivex 6.x environment with the test and lint tools
+#   make lint    ruff check, ruff format --check, mypy --strict
+#   make test    deps + both environments + lint + pytest in .venv, then in .venv-rx4
+#   make demo    run the demo (python -m rxbeanstalk.demo) against a private beanstalkd
+#   make clean   remove environments, caches and build output
+#
+# Extra pytest arguments: make test PYTEST_ARGS='-k reserve -x'
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+MAKEFLAGS += --no-print-directory
+
+# Prefer an explicit python3.11, fall back to whatever python3 is (must be >= 3.11).
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+PIP := pip install -q --disable-pip-version-check
+
+VENV := .venv
+VENV_RX4 := .venv-rx4
+# Each environment is stamped; the stamp is older than pyproject.toml => rebuild it.
+STAMP := .rxbeanstalk-stamp
+
+PYTEST_ARGS ?=
+
+.PHONY: deps lint test demo clean $(VENV) $(VENV_RX4)
+
+deps:
+	@if command -v beanstalkd >/dev/null 2>&1; then \
+	    echo "deps: beanstalkd found at $$(command -v beanstalkd)"; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+	    if ! command -v apt-get >/dev/null 2>&1; then \
+	        echo "deps: beanstalkd is missing and there is no apt-get here;" \
+	             "install beanstalkd (>= 1.12) with your package manager" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "deps: beanstalkd not found; running: apt-get update -qq && apt-get install -y -qq beanstalkd"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq; \
+	    apt-get install -y -qq beanstalkd; \
+	    if ! command -v beanstalkd >/dev/null 2>&1; then \
+	        echo "deps: apt-get installed beanstalkd but it is still not on PATH ($$PATH)" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "deps: installed $$(command -v beanstalkd)"; \
+	else \
+	    echo "deps: beanstalkd is not installed and this is not root, so it cannot be installed here." >&2; \
+	    echo "deps: run 'sudo apt-get install beanstalkd' (Debian/Ubuntu) and try again." >&2; \
+	    exit 1; \
+	fi
+
+# --- environments -----------------------------------------------------------------------------
+
+$(VENV): $(VENV)/$(STAMP)
+$(VENV_RX4): $(VENV_RX4)/$(STAMP)
+
+# reactivex 6.x line, with the lint tools.
+$(VENV)/$(STAMP): pyproject.toml
+	@echo "venv: building $(VENV) with $(PYTHON) (reactivex 6.x, test + lint)"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/$(PIP) -e '.[test,lint]'
+	@touch $@
+
+# reactivex 4.1 line with aioreactive (which pins reactivex<5).
+$(VENV_RX4)/$(STAMP): pyproject.toml
+	@echo "venv: building $(VENV_RX4) with $(PYTHON) (reactivex 4.1 + aioreactive, test)"
+	rm -rf $(VENV_RX4)
+	$(PYTHON) -m venv $(VENV_RX4)
+	$(VENV_RX4)/bin/$(PIP) -e '.[test,asyncrx]' 'reactivex==4.1.*'
+	@touch $@
+
+# --- checks -----------------------------------------------------------------------------------
+
+lint: $(VENV)
+	$(VENV)/bin/ruff check rxbeanstalk tests
+	$(VENV)/bin/ruff format --check rxbeanstalk tests
+	$(VENV)/bin/mypy --strict
+
+test: deps $(VENV) $(VENV_RX4) lint
+	bash scripts/pytest-run $(VENV) $(PYTEST_ARGS)
+	bash scripts/pytest-run $(VENV_RX4) $(PYTEST_ARGS)
+
+demo: deps $(VENV)
+	$(VENV)/bin/python -m rxbeanstalk.demo
+
+clean:
+	rm -rf $(VENV) $(VENV_RX4) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./.git -prune -o \( -name '*.egg-info' -o -name __pycache__ \) -type d -prune \
+	    -exec rm -rf {} +
