@@ -153,7 +153,7 @@ class Channel:
     def _backoff(self, now: float) -> float:
         if self._failures == 0:
             return 0.0
-        delay = min(self._backoff_cap, self._backoff_base * 2 ** (self._failures - 1))
+        delay = min(self._backoff_cap, self._backoff_base * 2.0 ** (self._failures - 1))
         delay *= random.uniform(0.5, 1.0)  # jitter, so many clients do not retry in step
         return max(0.0, self._failed_at + delay - now)
 

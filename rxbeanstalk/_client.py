@@ -8,11 +8,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._channel import Address, Channel
-from ._connection import Connection
-from ._job import Job
+from ._connection import Connection, Sink
+from ._job import Holder, Job
 from ._loop import LoopBinding
 from ._observable import CommandObservable, Emitter
-from ._reservations import Reservations, ReservingChannel
+from ._reservations import Reservations
+from ._stream import ReserveStream
 from .errors import (
     ConnectionLostError,
     InvalidArgumentError,
@@ -260,11 +261,16 @@ class Client:
     def _id(job: JobRef) -> int:
         return job.id if isinstance(job, Job) else check.job_id(job)
 
-    def _make_job(self, data: JobData, conn: Connection, channel: ReservingChannel) -> Job:
-        job = Job(data.id, data.body, self, conn, channel)
+    def _make_job(self, data: JobData, conn: Connection, holder: Holder) -> Job:
+        job = Job(data.id, data.body, self, conn, holder)
         held = self._held
         held[data.id] = job
-        conn.on_close(lambda _: held.pop(data.id, None) if held.get(data.id) is job else None)
+
+        def forget(_: Connection) -> None:
+            if held.get(data.id) is job:
+                del held[data.id]
+
+        conn.on_close(forget)
         return job
 
     def _peeked(self, data: JobData) -> Job:
@@ -483,23 +489,23 @@ class Client:
             self._send(command, emitter)
             return
         conn = job._connection
-        channel = job._channel
-        assert conn is not None and channel is not None
+        holder = job._holder
+        assert conn is not None and holder is not None
         if job._settled is not None:
             emitter.reject(JobSettledError(f"job {job.id} was already {job._settled}d"))
             return
-        if conn.closed:
-            emitter.reject(
-                JobLostError(
-                    f"job {job.id}'s reservation is gone: the connection that reserved it "
-                    "closed, so the server put the job back; nothing was sent"
-                )
+        if conn.closed or job._lost is not None:
+            why = job._lost or (
+                "the connection that reserved it closed, so the server put the job back"
             )
+            emitter.reject(JobLostError(f"job {job.id}'s reservation is gone: {why}; nothing was sent"))
             return
         if how is not None:
             job._settled = how
             self._held.pop(job.id, None)
-        conn.send(command, _Settle(self, job, how, emitter), self._address.command_timeout)
+        conn.send(command, _Settle(job, how, emitter), self._address.command_timeout)
+        if how is not None:
+            holder.job_settling(job)  # after the send: a lane's next reserve goes behind it
 
     def _settle_keep_priority(self, argument: tuple[JobRef, str, int], emitter: Emitter) -> None:
         job_ref, how, delay = argument
@@ -521,11 +527,64 @@ class Client:
             job._settled = how  # a second settle now gets JobSettledError
             job._connection.send(
                 StatsJob(job_id),
-                _Settle(self, job, None, _Chain(emitter, then)),
+                _Settle(job, None, _Chain(emitter, then)),
                 self._address.command_timeout,
             )
         else:
             self._commands.send(StatsJob(job_id), _Chain(emitter, then))
+
+    # -- streams ----------------------------------------------------------------------
+
+    def reserve_stream(
+        self,
+        tubes: Sequence[str] | None = None,
+        *,
+        max_in_flight: int = 1,
+        drain_timeout: float = 5.0,
+        auto_touch: bool = False,
+    ) -> ReserveStream:
+        """A hot, shared stream of reserved jobs with credit backpressure.
+
+        ``max_in_flight`` lanes (one connection each) reserve a job, deliver it to every
+        current subscriber, and reserve again only once it is settled or lost: at most
+        ``max_in_flight`` jobs are reserved and unsettled at any time, whatever the
+        operators downstream do. The lanes start with the first subscriber and stop with
+        the last one: waiting lanes close at once, delivered jobs get ``drain_timeout``
+        seconds to be settled, then the server takes back whatever is left. An error
+        closes the lanes; subscribing again (``ops.retry()``) starts new ones.
+
+        Args:
+            tubes: The tubes to reserve from; ``None`` for the client's watch list at the
+                time the lanes start.
+            max_in_flight: How many jobs may be reserved and unsettled at once (>= 1).
+            drain_timeout: Seconds delivered jobs get to be settled after the last
+                subscriber leaves.
+            auto_touch: Touch each unsettled job shortly before its TTR runs out.
+
+        Raises:
+            InvalidArgumentError: bad tube names, credit or timeout (at call time).
+        """
+        watch = None
+        if tubes is not None:
+            if isinstance(tubes, str):
+                raise InvalidArgumentError("tubes must be a sequence of tube names, not a str")
+            watch = tuple(dict.fromkeys(check.tube_name(t) for t in tubes))
+            if not watch:
+                raise InvalidArgumentError("tubes must name at least one tube")
+        check.integer(max_in_flight, "max_in_flight", 1, 100_000)
+        if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, int | float):
+            raise InvalidArgumentError(f"drain_timeout must be a number, got {drain_timeout!r}")
+        if not drain_timeout >= 0:
+            raise InvalidArgumentError(f"drain_timeout must be >= 0, got {drain_timeout}")
+        return ReserveStream(
+            self,
+            self._binding,
+            self._address,
+            watch,
+            max_in_flight=max_in_flight,
+            drain_timeout=float(drain_timeout),
+            auto_touch=bool(auto_touch),
+        )
 
     # -- inspection -------------------------------------------------------------------
 
@@ -651,20 +710,19 @@ class _Chain:
 
 
 class _Settle:
-    """Outcome of a command on a held job: frees its place on the reserving connection."""
+    """Outcome of a command on a held job: tells the job's holder when it is settled."""
 
-    __slots__ = ("client", "emitter", "how", "job")
+    __slots__ = ("emitter", "how", "job")
 
-    def __init__(self, client: Client, job: Job, how: str | None, emitter: Emitter) -> None:
-        self.client = client
+    def __init__(self, job: Job, how: str | None, emitter: Sink) -> None:
         self.job = job
         self.how = how
         self.emitter = emitter
 
     def _done(self) -> None:
-        job = self.job
-        if self.how is not None and job._channel is not None and job._connection is not None:
-            self.client._reservations.settled(job._channel, job._connection)
+        holder = self.job._holder
+        if self.how is not None and holder is not None:
+            holder.job_settled(self.job)
 
     def resolve(self, value: Any) -> None:
         self._done()

@@ -10,7 +10,7 @@ after a server restart, a different job altogether.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .protocol import JobStats
 
@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 
     from ._client import Client
     from ._connection import Connection
-    from ._reservations import ReservingChannel
+
+
+class Holder(Protocol):
+    """Whoever lent the connection a job was reserved on (a pool, a stream lane)."""
+
+    def job_settling(self, job: Job) -> None:
+        """A ``delete``, ``release`` or ``bury`` of ``job`` was just sent on its connection."""
+
+    def job_settled(self, job: Job) -> None:
+        """That command's reply arrived (or it failed): the job is no longer held."""
 
 
 class Job:
@@ -30,7 +39,7 @@ class Job:
         body: The job body.
     """
 
-    __slots__ = ("_channel", "_client", "_connection", "_settled", "body", "id")
+    __slots__ = ("_client", "_connection", "_holder", "_lost", "_settled", "body", "id")
 
     def __init__(
         self,
@@ -38,14 +47,15 @@ class Job:
         body: bytes,
         client: Client,
         connection: Connection | None = None,
-        channel: ReservingChannel | None = None,
+        holder: Holder | None = None,
     ) -> None:
         self.id = job_id
         self.body = body
         self._client = client
         self._connection = connection
-        self._channel = channel
+        self._holder = holder
         self._settled: str | None = None
+        self._lost: str | None = None
 
     def __repr__(self) -> str:
         state = "reserved" if self.reserved else ("settled" if self._settled else "peeked")
@@ -66,7 +76,9 @@ class Job:
     def reserved(self) -> bool:
         """Whether this handle holds a live, unsettled reservation."""
         conn = self._connection
-        return conn is not None and not conn.closed and self._settled is None
+        return (
+            conn is not None and not conn.closed and self._settled is None and self._lost is None
+        )
 
     @property
     def settled(self) -> str | None:

@@ -23,7 +23,7 @@ from .errors import ConnectionLostError, LoopBindingError
 T = TypeVar("T")
 
 
-class Emitter:
+class Emitter(abc.DisposableBase):
     """Where a subscription's outcome goes; also its disposable.
 
     ``resolve``/``reject`` serve single-reply commands (the connection's ``Sink``);
@@ -231,7 +231,7 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
         self._argument = argument
         self._blocking = blocking
 
-    def subscribe(  # type: ignore[override]
+    def subscribe(
         self,
         on_next: abc.ObserverBase[T] | Callable[[T], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,

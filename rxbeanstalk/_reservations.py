@@ -15,17 +15,26 @@ from typing import Any
 
 from ._channel import Address, Channel
 from ._connection import Connection
+from ._job import Job
 from ._observable import Emitter
 from .protocol import Command, JobData
 
 
 class ReservingChannel(Channel):
-    """A channel that reserves, and the count of jobs it holds."""
+    """A channel that reserves, and the count of jobs it holds (a ``Job`` holder)."""
 
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, pool: Reservations) -> None:
         super().__init__(address)
+        self.pool = pool
         self.held = 0
         self.busy = False
+
+    def job_settling(self, job: Job) -> None:  # noqa: D102
+        pass  # its reply decides: the channel is free once the server has settled it
+
+    def job_settled(self, job: Job) -> None:  # noqa: D102
+        if job._connection is not None:
+            self.pool.settled(self, job._connection)
 
 
 MakeJob = Callable[[JobData, Connection, ReservingChannel], Any]
@@ -114,7 +123,7 @@ class Reservations:
             channel = self._idle.pop()
             if not channel.closed:
                 return channel
-        channel = ReservingChannel(self.address)
+        channel = ReservingChannel(self.address, self)
         self._all.add(channel)
         return channel
 

@@ -1,0 +1,283 @@
+"""A lane: one reserving connection that holds at most one job at a time.
+
+A lane is the unit of credit behind ``reserve_stream`` and ``reserve_iter``: it reserves,
+hands the job out, and reserves again only once that job is settled (the settle command
+is sent, and the next reserve goes out right behind it, often in the same write) or its
+reservation is lost. So N lanes never hold more than N jobs, whatever the consumer does.
+
+Lanes reserve with ``reserve-with-timeout`` in a loop rather than a bare ``reserve``, so
+a dead server or a half-open connection shows up as a typed error within the timeout
+plus a grace, not hours later.
+
+The server's own TTR expiry is unreliable on an idle connection (beanstalkd <= 1.13 can
+miss it), so a lane polices the deadline of the job it holds: after a second it asks
+``stats-job`` for the TTR, and once the TTR has passed it treats the reservation as lost
+and reserves again (any command on the connection makes the server release the job).
+With ``auto_touch`` it asks for the TTR at once and touches the job before it runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._connection import Connection, open_connection
+from ._job import Job
+from .errors import DeadlineSoonError, TimedOutError
+from .protocol import DEFAULT_TUBE, Ignore, JobData, JobStats, ReserveWithTimeout, StatsJob, Touch, Watch
+
+if TYPE_CHECKING:
+    from ._channel import Address
+    from ._client import Client
+
+# Seconds each reserve waits on the server before it is simply sent again.
+RESERVE_WAIT = 5
+# How long a job may be held before the lane asks for its TTR.
+_FIRST_CHECK = 1.0
+# Past the TTR by this much, a job still unsettled is taken as lost.
+_EXPIRY_GRACE = 0.25
+# After DEADLINE_SOON, wait this long before reserving again (never spin).
+_DEADLINE_SOON_PAUSE = 0.2
+
+
+class LaneListener(Protocol):
+    """What a lane reports to the stream or iterator that owns it."""
+
+    def lane_job(self, lane: Lane, job: Job) -> None:
+        """The lane reserved ``job``."""
+
+    def lane_free(self, lane: Lane) -> None:
+        """The lane's job was settled (or lost): it may reserve again."""
+
+    def lane_idle(self, lane: Lane) -> None:
+        """The settle command of the lane's job got its reply: nothing is in flight."""
+
+    def lane_failed(self, lane: Lane, error: BaseException) -> None:
+        """The lane's connection failed; the lane is closed."""
+
+
+class _StateSink:
+    __slots__ = ()
+
+    def resolve(self, value: Any) -> None:
+        pass
+
+    def reject(self, error: BaseException) -> None:
+        pass  # the connection closes itself; the reserve behind it reports the failure
+
+
+_STATE = _StateSink()
+
+
+class Lane:
+    """One reserving connection that holds at most one job.
+
+    Args:
+        client: The client the lane's jobs belong to.
+        address: Server address and timeouts.
+        watch: The tubes to reserve from.
+        listener: Receives jobs, credit and failures.
+        auto_touch: Touch the held job before its TTR runs out.
+    """
+
+    __slots__ = (
+        "_address",
+        "_auto_touch",
+        "_client",
+        "_listener",
+        "_timer",
+        "_ttr",
+        "_watch",
+        "closed",
+        "conn",
+        "job",
+        "reserving",
+        "settling",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        address: Address,
+        watch: tuple[str, ...],
+        listener: LaneListener,
+        *,
+        auto_touch: bool = False,
+    ) -> None:
+        self._client = client
+        self._address = address
+        self._watch = watch
+        self._listener = listener
+        self._auto_touch = auto_touch
+        self._timer: asyncio.TimerHandle | None = None
+        self._ttr = 0.0
+        self.conn: Connection | None = None
+        self.job: Job | None = None
+        self.reserving = False
+        self.settling = 0
+        self.closed = False
+
+    @property
+    def quiet(self) -> bool:
+        """Whether the lane holds no job and no settle command is in flight."""
+        return self.job is None and self.settling == 0
+
+    async def open(self) -> None:
+        """Connect and apply the watch list (pipelined ahead of the first reserve).
+
+        Raises:
+            ConnectError: the server could not be reached.
+        """
+        address = self._address
+        conn = await open_connection(
+            asyncio.get_running_loop(),
+            host=address.host,
+            port=address.port,
+            unix_path=address.unix_path,
+            connect_timeout=address.connect_timeout,
+            max_body=address.max_body,
+        )
+        if self.closed:
+            conn.close()
+            return
+        self.conn = conn
+        timeout = address.command_timeout
+        for tube in self._watch:
+            if tube != DEFAULT_TUBE:
+                conn.send(Watch(tube), _STATE, timeout)
+        if DEFAULT_TUBE not in self._watch:
+            conn.send(Ignore(DEFAULT_TUBE), _STATE, timeout)
+
+    # -- reserving --------------------------------------------------------------------
+
+    def reserve(self) -> None:
+        """Send a reserve, unless the lane is closed, holds a job or is reserving."""
+        conn = self.conn
+        if self.closed or self.reserving or self.job is not None or conn is None:
+            return
+        self.reserving = True
+        conn.send(
+            ReserveWithTimeout(RESERVE_WAIT),
+            self,
+            RESERVE_WAIT + self._address.command_timeout,
+        )
+
+    def resolve(self, data: JobData) -> None:
+        """A reserve's reply: a job."""
+        self.reserving = False
+        conn = self.conn
+        assert conn is not None
+        job = Job(data.id, data.body, self._client, conn, self)
+        self.job = job
+        loop = conn.loop
+        if self._auto_touch:
+            conn.send(StatsJob(data.id), _Stats(self, job), self._address.command_timeout)
+        else:
+            self._timer = loop.call_later(_FIRST_CHECK, self._check, job)
+        self._listener.lane_job(self, job)
+
+    def reject(self, error: BaseException) -> None:
+        """A reserve's failure: TIMED_OUT and DEADLINE_SOON just reserve again."""
+        self.reserving = False
+        if self.closed:
+            return
+        if isinstance(error, TimedOutError):
+            self.reserve()
+        elif isinstance(error, DeadlineSoonError):
+            assert self.conn is not None
+            self._timer = self.conn.loop.call_later(_DEADLINE_SOON_PAUSE, self.reserve)
+        else:
+            self.close()
+            self._listener.lane_failed(self, error)
+
+    # -- the held job -----------------------------------------------------------------
+
+    def job_settling(self, job: Job) -> None:
+        """``Holder``: a settle command for ``job`` was sent; the credit is free."""
+        self.settling += 1
+        if job is self.job:
+            self._release_credit()
+
+    def job_settled(self, job: Job) -> None:
+        """``Holder``: the settle command's reply arrived."""
+        self.settling -= 1
+        if self.quiet:
+            self._listener.lane_idle(self)
+
+    def _release_credit(self) -> None:
+        self.job = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._listener.lane_free(self)
+
+    def _check(self, job: Job) -> None:
+        self._timer = None
+        if job is self.job and self.conn is not None:
+            self.conn.send(StatsJob(job.id), _Stats(self, job), self._address.command_timeout)
+
+    def got_ttr(self, job: Job, stats: JobStats) -> None:
+        """The held job's ``stats-job`` arrived: plan its touch or its expiry."""
+        if job is not self.job or self.conn is None:
+            return
+        self._ttr = float(stats.ttr)
+        loop = self.conn.loop
+        if self._auto_touch:
+            # Touch with a margin of half the TTR, at most a second: the server warns
+            # (DEADLINE_SOON) one second before the end.
+            delay = max(0.0, stats.time_left - min(1.0, self._ttr / 2))
+            self._timer = loop.call_later(delay, self._touch, job)
+        else:
+            self._timer = loop.call_later(stats.time_left + _EXPIRY_GRACE, self._expire, job)
+
+    def _touch(self, job: Job) -> None:
+        self._timer = None
+        if job is not self.job or self.conn is None:
+            return
+        self.conn.send(Touch(job.id), _Touched(self, job), self._address.command_timeout)
+
+    def touched(self, job: Job) -> None:
+        """The held job was touched: plan the next touch."""
+        if job is self.job and self.conn is not None:
+            delay = max(0.1, self._ttr - min(1.0, self._ttr / 2))
+            self._timer = self.conn.loop.call_later(delay, self._touch, job)
+
+    def _expire(self, job: Job) -> None:
+        self._timer = None
+        if job is self.job:
+            job._lost = "its TTR ran out before it was settled"
+            self._release_credit()
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection: a waiting reserve ends, a held job goes back to ready."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.conn is not None:
+            self.conn.close()
+
+
+class _Stats:
+    __slots__ = ("job", "lane")
+
+    def __init__(self, lane: Lane, job: Job) -> None:
+        self.lane = lane
+        self.job = job
+
+    def resolve(self, stats: JobStats) -> None:
+        self.lane.got_ttr(self.job, stats)
+
+    def reject(self, error: BaseException) -> None:
+        pass  # a lost connection is reported by the reserve; a NOT_FOUND means settled
+
+
+class _Touched(_Stats):
+    __slots__ = ()
+
+    def resolve(self, value: Any) -> None:
+        self.lane.touched(self.job)

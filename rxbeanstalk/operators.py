@@ -1,0 +1,358 @@
+"""Operators for job streams: ``process`` and ``retry_with_backoff``.
+
+Each is a function that returns ``Callable[[Observable[A]], Observable[B]]``, to be used
+with ``pipe``::
+
+    client.reserve_stream(tubes=["emails"], max_in_flight=8).pipe(
+        process(send_email, release_delay=30, max_releases=5),
+        retry_with_backoff(max_tries=10, base=0.5),
+    ).subscribe(print)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+import reactivex
+from reactivex import abc
+from reactivex.disposable import Disposable, SerialDisposable
+
+from ._job import Job
+from .errors import (
+    BadFormatError,
+    InvalidArgumentError,
+    JobLostError,
+    JobSettledError,
+    ProtocolError,
+    TransportError,
+    UnknownCommandError,
+)
+
+__all__ = ["Action", "Outcome", "process", "retry_with_backoff"]
+
+T = TypeVar("T")
+
+
+class Action(enum.Enum):
+    """What ``process`` did with a job."""
+
+    DELETED = "deleted"
+    """The handler succeeded; the job was deleted."""
+    RELEASED = "released"
+    """The handler failed; the job was released (to be tried again after the delay)."""
+    BURIED = "buried"
+    """The handler failed (``on_error="bury"``, or ``max_releases`` was reached)."""
+    SETTLED_ELSEWHERE = "settled_elsewhere"
+    """Another subscriber of the stream settled the job first; nothing was sent."""
+    LOST = "lost"
+    """The reservation was gone before the job could be settled; the server has it back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One job's outcome in ``process``.
+
+    Attributes:
+        job: The job.
+        action: What was done with it.
+        error: The handler's exception, if it failed (``TimeoutError`` on ``timeout``).
+        reason: A sentence saying what happened and why.
+    """
+
+    job: Job
+    action: Action
+    error: BaseException | None
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the handler succeeded."""
+        return self.error is None
+
+
+Handler = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
+
+
+def process(
+    handler: Handler,
+    *,
+    on_error: Literal["release", "bury"] = "release",
+    release_delay: int = 0,
+    max_releases: int | None = None,
+    timeout: float | None = None,
+) -> Callable[[reactivex.Observable[Job]], reactivex.Observable[Outcome]]:
+    """Run ``handler`` on each job, then settle the job by the result.
+
+    .. code::
+
+        ---j1------j2------j3------|
+        [  process(handler)          ]
+        ------o1------o2-------o3--|     (o = Outcome, as each handler finishes)
+
+    A coroutine function runs on the client's event loop; a plain function runs in a
+    worker thread (so it may block, and may call ``.run()`` on the client). On success
+    the job is deleted. On an exception it is released after ``release_delay`` seconds
+    with its own priority, or buried once it has been released ``max_releases`` times
+    (read with ``stats-job``), or buried at once with ``on_error="bury"``. One
+    ``Outcome`` is emitted per job. Jobs are handled concurrently, as many as the
+    stream's credit lets through: nothing is queued here.
+
+    When the source completes, the sequence completes after the last handler finishes;
+    when the source fails, the error is passed on at once (the source's lanes have
+    closed, so the jobs in progress are back on the server).
+
+    Args:
+        handler: ``handler(job)``, sync or async; its return value is ignored.
+        on_error: ``"release"`` (default) or ``"bury"``.
+        release_delay: Seconds before a released job is ready again.
+        max_releases: Bury instead of releasing once the job was released this many
+            times; ``None`` never buries.
+        timeout: Seconds a handler may run; then the job is released (an async
+            handler is cancelled; a thread cannot be, so it runs on unheard).
+
+    Returns:
+        The operator.
+
+    Raises:
+        InvalidArgumentError: a bad argument (at call time).
+    """
+    if not callable(handler):
+        raise InvalidArgumentError("handler must be callable")
+    if on_error not in ("release", "bury"):
+        raise InvalidArgumentError(f"on_error must be 'release' or 'bury', got {on_error!r}")
+    if isinstance(release_delay, bool) or not isinstance(release_delay, int) or release_delay < 0:
+        raise InvalidArgumentError(f"release_delay must be an int >= 0, got {release_delay!r}")
+    if max_releases is not None and (
+        isinstance(max_releases, bool) or not isinstance(max_releases, int) or max_releases < 0
+    ):
+        raise InvalidArgumentError(f"max_releases must be an int >= 0, got {max_releases!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise InvalidArgumentError(f"timeout must be a positive number, got {timeout!r}")
+    is_async = inspect.iscoroutinefunction(handler)
+
+    async def run_handler(job: Job) -> None:
+        if is_async:
+            awaitable = cast(Callable[[Job], Awaitable[Any]], handler)(job)
+        else:
+            awaitable = asyncio.get_running_loop().run_in_executor(None, handler, job)
+        if timeout is None:
+            await awaitable
+        else:
+            await asyncio.wait_for(awaitable, timeout)
+
+    async def settle_failure(job: Job, error: BaseException) -> Outcome:
+        if on_error == "bury":
+            await job.bury()
+            return Outcome(job, Action.BURIED, error, f"handler failed ({error!r}); buried")
+        stats = await job.stats()
+        if max_releases is not None and stats.releases >= max_releases:
+            await job.bury(priority=stats.pri)
+            return Outcome(
+                job,
+                Action.BURIED,
+                error,
+                f"handler failed ({error!r}) after {stats.releases} releases; buried",
+            )
+        await job.release(priority=stats.pri, delay=release_delay)
+        return Outcome(
+            job,
+            Action.RELEASED,
+            error,
+            f"handler failed ({error!r}); released with a delay of {release_delay} s",
+        )
+
+    async def handle(job: Job) -> Outcome:
+        try:
+            await run_handler(job)
+        except Exception as error:
+            failure: BaseException = error
+            if isinstance(error, asyncio.TimeoutError):
+                failure = TimeoutError(f"handler ran longer than {timeout} s")
+            try:
+                return await settle_failure(job, failure)
+            except JobSettledError:
+                return Outcome(job, Action.SETTLED_ELSEWHERE, failure, "settled by another subscriber")
+            except JobLostError as lost:
+                return Outcome(job, Action.LOST, failure, f"handler failed, then: {lost}")
+        try:
+            await job.delete()
+        except JobSettledError:
+            return Outcome(job, Action.SETTLED_ELSEWHERE, None, "settled by another subscriber")
+        except JobLostError as lost:
+            return Outcome(job, Action.LOST, None, f"handled, but not deleted: {lost}")
+        return Outcome(job, Action.DELETED, None, "handled; deleted")
+
+    def operator(source: reactivex.Observable[Job]) -> reactivex.Observable[Outcome]:
+        def subscribe(
+            observer: abc.ObserverBase[Outcome], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            in_flight: set[asyncio.Task[Outcome]] = set()
+            state = {"source_done": False, "stopped": False}
+
+            def finished(task: asyncio.Task[Outcome]) -> None:
+                in_flight.discard(task)
+                if state["stopped"]:
+                    return
+                if task.cancelled():
+                    return
+                error = task.exception()
+                if error is not None:  # settling itself failed: a connection problem
+                    state["stopped"] = True
+                    observer.on_error(error)  # type: ignore[arg-type]
+                    return
+                observer.on_next(task.result())
+                if state["source_done"] and not in_flight:
+                    state["stopped"] = True
+                    observer.on_completed()
+
+            def on_next(job: Job) -> None:
+                task = asyncio.get_running_loop().create_task(handle(job))
+                in_flight.add(task)
+                task.add_done_callback(finished)
+
+            def on_error(error: Exception) -> None:
+                if not state["stopped"]:
+                    state["stopped"] = True
+                    observer.on_error(error)
+
+            def on_completed() -> None:
+                state["source_done"] = True
+                if not in_flight and not state["stopped"]:
+                    state["stopped"] = True
+                    observer.on_completed()
+
+            subscription = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
+
+            def dispose() -> None:
+                # Handlers in progress run on and settle their jobs: the stream gives
+                # them drain_timeout; only their outcomes are no longer wanted.
+                state["stopped"] = True
+                subscription.dispose()
+
+            return Disposable(dispose)
+
+        return reactivex.Observable(subscribe)
+
+    return operator
+
+
+_NEVER_RETRIED = (InvalidArgumentError, BadFormatError, UnknownCommandError)
+
+
+def retry_with_backoff(
+    max_tries: int | None = None,
+    base: float = 0.5,
+    cap: float = 30.0,
+    *,
+    retryable: tuple[type[BaseException], ...] = (TransportError, ProtocolError),
+) -> Callable[[reactivex.Observable[T]], reactivex.Observable[T]]:
+    """Subscribe again after an error, waiting longer after each consecutive failure.
+
+    .. code::
+
+        --a--b--X                (X: ConnectionLostError)
+                 ...wait base...
+                 --c--X
+                       ...wait 2*base...
+                       --d--e--|
+        [ retry_with_backoff() ]
+        --a--b-----c-----------d--e--|
+
+    The wait before try ``n`` is ``min(cap, base * 2**(n-1))`` times a random factor
+    between 0.5 and 1 (so many clients do not retry in step). The count starts again
+    once a value arrives, so a long-lived stream survives any number of separate
+    failures. Errors that are not ``retryable`` pass through at once, and so do
+    ``InvalidArgumentError``, ``BadFormatError`` and ``UnknownCommandError`` always:
+    trying again cannot cure them. The wait runs on the event loop the error arrives on
+    (the client's), so no thread is involved.
+
+    Args:
+        max_tries: Subscriptions in a row that may fail before the error is passed on
+            (like ``ops.retry(n)``, the first one counts); ``None`` for no limit.
+        base: The first wait, in seconds.
+        cap: The longest wait, in seconds.
+        retryable: The error types worth another try.
+
+    Returns:
+        The operator.
+
+    Raises:
+        InvalidArgumentError: a bad argument (at call time).
+    """
+    if max_tries is not None and (
+        isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1
+    ):
+        raise InvalidArgumentError(f"max_tries must be an int >= 1 or None, got {max_tries!r}")
+    for value, what in ((base, "base"), (cap, "cap")):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise InvalidArgumentError(f"{what} must be a number >= 0, got {value!r}")
+
+    def operator(source: reactivex.Observable[T]) -> reactivex.Observable[T]:
+        def subscribe(
+            observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            current = SerialDisposable()
+            state: dict[str, Any] = {"failures": 0, "stopped": False, "timer": None}
+
+            def on_next(value: T) -> None:
+                state["failures"] = 0
+                observer.on_next(value)
+
+            def on_error(error: Exception) -> None:
+                if state["stopped"]:
+                    return
+                state["failures"] += 1
+                failures = state["failures"]
+                give_up = (
+                    isinstance(error, _NEVER_RETRIED)
+                    or not isinstance(error, retryable)
+                    or (max_tries is not None and failures >= max_tries)
+                )
+                if give_up:
+                    state["stopped"] = True
+                    observer.on_error(error)
+                    return
+                delay = min(cap, base * 2.0 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                loop = asyncio._get_running_loop()
+                if loop is not None:
+                    state["timer"] = loop.call_later(delay, attempt)
+                else:
+                    timer = reactivex.scheduler.TimeoutScheduler.singleton()
+                    state["timer"] = timer.schedule_relative(delay, lambda *_: attempt())
+
+            def on_completed() -> None:
+                if not state["stopped"]:
+                    state["stopped"] = True
+                    observer.on_completed()
+
+            def attempt() -> None:
+                state["timer"] = None
+                if not state["stopped"]:
+                    current.disposable = source.subscribe(
+                        on_next, on_error, on_completed, scheduler=scheduler
+                    )
+
+            def dispose() -> None:
+                state["stopped"] = True
+                timer = state["timer"]
+                if timer is not None:
+                    if isinstance(timer, asyncio.TimerHandle):
+                        timer.cancel()
+                    else:
+                        timer.dispose()
+                current.dispose()
+
+            attempt()
+            return Disposable(dispose)
+
+        return reactivex.Observable(subscribe)
+
+    return operator
