@@ -13,12 +13,14 @@ from ._job import Holder, Job
 from ._loop import LoopBinding
 from ._observable import CommandObservable, Emitter
 from ._reservations import Reservations
+from ._iter import ReserveIterator
 from ._stream import ReserveStream
 from .errors import (
     ConnectionLostError,
     InvalidArgumentError,
     JobLostError,
     JobSettledError,
+    LoopBindingError,
     NotFoundError,
 )
 from .protocol import (
@@ -564,13 +566,7 @@ class Client:
         Raises:
             InvalidArgumentError: bad tube names, credit or timeout (at call time).
         """
-        watch = None
-        if tubes is not None:
-            if isinstance(tubes, str):
-                raise InvalidArgumentError("tubes must be a sequence of tube names, not a str")
-            watch = tuple(dict.fromkeys(check.tube_name(t) for t in tubes))
-            if not watch:
-                raise InvalidArgumentError("tubes must name at least one tube")
+        watch = None if tubes is None else self._tubes(tubes)
         check.integer(max_in_flight, "max_in_flight", 1, 100_000)
         if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, int | float):
             raise InvalidArgumentError(f"drain_timeout must be a number, got {drain_timeout!r}")
@@ -585,6 +581,50 @@ class Client:
             drain_timeout=float(drain_timeout),
             auto_touch=bool(auto_touch),
         )
+
+    def reserve_iter(
+        self, tubes: Sequence[str] | None = None, *, max_in_flight: int = 1
+    ) -> ReserveIterator:
+        """A pull-driven async iterator of reserved jobs (asyncio only).
+
+        ::
+
+            async with client.reserve_iter(tubes=["emails"], max_in_flight=4) as jobs:
+                async for job in jobs:
+                    await handle(job)
+                    await job.delete()
+
+        A reserve is sent only when the loop pulls and fewer than ``max_in_flight`` jobs
+        are held unsettled. Leaving the block (``break``, an exception, cancellation)
+        puts every unsettled job back to ready. A pull cancelled (by ``asyncio.timeout``,
+        say) while its reserve is out keeps the job that reserve brings for the next pull.
+
+        Args:
+            tubes: The tubes to reserve from; ``None`` for the client's watch list.
+            max_in_flight: How many jobs may be reserved and unsettled at once (>= 1).
+
+        Raises:
+            InvalidArgumentError: bad tube names or credit (at call time).
+            LoopBindingError: not called on the client's event loop.
+        """
+        watch = self._watch if tubes is None else self._tubes(tubes)
+        check.integer(max_in_flight, "max_in_flight", 1, 100_000)
+        self._binding.bind()
+        if not self._binding.on_loop_thread():
+            raise LoopBindingError(
+                "reserve_iter() works on the client's own event loop: call it from a "
+                "coroutine running there"
+            )
+        return ReserveIterator(self, self._address, watch, max_in_flight)
+
+    @staticmethod
+    def _tubes(tubes: Sequence[str]) -> tuple[str, ...]:
+        if isinstance(tubes, str):
+            raise InvalidArgumentError("tubes must be a sequence of tube names, not a str")
+        watch = tuple(dict.fromkeys(check.tube_name(t) for t in tubes))
+        if not watch:
+            raise InvalidArgumentError("tubes must name at least one tube")
+        return watch
 
     # -- inspection -------------------------------------------------------------------
 
