@@ -5,7 +5,7 @@ code, ``subscribe`` to it in Jupyter or callback code, or ``.run()`` it in a pla
 Commands are pipelined on one connection; reserves run on connections of their own.
 
     >>> from rxbeanstalk import Client
-    >>> with Client("127.0.0.1", 11300) as client:          # doctest: +SKIP
+    >>> with Client("127.0.0.1", 11300) as client:  # doctest: +SKIP
     ...     job_id = client.put(b"hello").run()
 """
 

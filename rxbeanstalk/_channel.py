@@ -95,7 +95,7 @@ class Channel:
         command: Command[Any],
         sink: Sink,
         *,
-        timeout: float | None | bool = True,
+        timeout: float | bool | None = True,
         used: str | None = None,
         watch: tuple[str, ...] | None = None,
     ) -> None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ._channel import Address, Channel
 from ._connection import Connection, Sink
+from ._iter import ReserveIterator
 from ._job import Holder, Job
 from ._loop import LoopBinding
 from ._observable import CommandObservable, Emitter
 from ._reservations import Reservations
-from ._iter import ReserveIterator
 from ._stream import ReserveStream
 from .errors import (
     ConnectionLostError,
@@ -129,7 +130,10 @@ class Client:
         max_body_size: int = MAX_BODY,
     ) -> None:
         check.integer(port, "port", 1, 65535)
-        for value, what in ((connect_timeout, "connect_timeout"), (command_timeout, "command_timeout")):
+        for value, what in (
+            (connect_timeout, "connect_timeout"),
+            (command_timeout, "command_timeout"),
+        ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise InvalidArgumentError(f"{what} must be a positive number, got {value!r}")
         if isinstance(watch, str):
@@ -184,9 +188,9 @@ class Client:
         self._held.clear()
 
     def close(self) -> None:
-        """Close every connection (reserved jobs go back to the server) and stop the
-        client's private loop thread, if it has one. Safe to call twice, from any thread.
+        """Close every connection and stop the client's private loop thread, if any.
 
+        Reserved jobs go back to the server. Safe to call twice, from any thread.
         Returns at once on the client's loop; from another thread it waits at most a few
         seconds for the loop to carry it out.
         """
@@ -201,10 +205,9 @@ class Client:
             self._close_now()
         else:
             done = asyncio.run_coroutine_threadsafe(self._aclose_now(), loop)
-            try:
+            # The loop may be gone or stuck; nothing more can be done then.
+            with contextlib.suppress(Exception):
                 done.result(timeout=5.0)
-            except Exception:  # the loop is gone or stuck; nothing more can be done
-                pass
         binding.stop()
 
     async def _aclose_now(self) -> None:
@@ -389,9 +392,7 @@ class Client:
         Raises:
             InvalidArgumentError: a bad id (at call time).
         """
-        return self._observe(
-            self._reserve, (ReserveJob(job_id), self._address.command_timeout)
-        )
+        return self._observe(self._reserve, (ReserveJob(job_id), self._address.command_timeout))
 
     def watch(self, tube: str) -> CommandObservable[int]:
         """Add ``tube`` to the watch list (cold; emits the number of watched tubes).
@@ -480,9 +481,7 @@ class Client:
         """
         return self._observe(self._settle, (job, None, Touch(self._id(job))))
 
-    def _settle(
-        self, argument: tuple[JobRef, str | None, Command[Any]], emitter: Emitter
-    ) -> None:
+    def _settle(self, argument: tuple[JobRef, str | None, Command[Any]], emitter: Emitter) -> None:
         job_ref, how, command = argument
         job = self._job_of(job_ref)
         if job is not None and isinstance(command, StatsJob) and not job.reserved:
@@ -500,7 +499,9 @@ class Client:
             why = job._lost or (
                 "the connection that reserved it closed, so the server put the job back"
             )
-            emitter.reject(JobLostError(f"job {job.id}'s reservation is gone: {why}; nothing was sent"))
+            emitter.reject(
+                JobLostError(f"job {job.id}'s reservation is gone: {why}; nothing was sent")
+            )
             return
         if how is not None:
             job._settled = how
@@ -710,8 +711,11 @@ class Client:
         return self._observe(self._send, PauseTube(tube, delay))
 
     def quit(self) -> CommandObservable[None]:
-        """Send ``quit`` on the command connection (cold; emits ``None`` once the server
-        closed it). The next command opens a new connection."""
+        """Send ``quit`` on the command connection (cold).
+
+        Emits ``None`` once the server closed the connection; the next command opens a
+        new one.
+        """
         return self._observe(self._send, Quit())
 
     def command(
@@ -787,7 +791,16 @@ def _lost(job: Job, why: str, cause: BaseException) -> JobLostError:
 class _PutMany:
     """Keeps a bounded window of pipelined puts in flight and emits ids in order."""
 
-    __slots__ = ("_bytes", "_channel", "_commands", "_done", "_emitter", "_in_flight", "_next", "_tube")
+    __slots__ = (
+        "_bytes",
+        "_channel",
+        "_commands",
+        "_done",
+        "_emitter",
+        "_in_flight",
+        "_next",
+        "_tube",
+    )
 
     def __init__(self, channel: Channel, tube: str, commands: list[Put], emitter: Emitter) -> None:
         self._channel = channel

@@ -53,7 +53,11 @@ def _set_keepalive(sock: socket.socket | None, idle: int) -> None:
     if sock is None or sock.family == socket.AF_UNIX:
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", max(1, idle // 3)), ("TCP_KEEPCNT", 3)):
+    for name, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", max(1, idle // 3)),
+        ("TCP_KEEPCNT", 3),
+    ):
         option = getattr(socket, name, None)
         if option is not None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
@@ -92,12 +96,12 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # create_connection gives one
         self._transport = transport
         _set_keepalive(transport.get_extra_info("socket"), self._keepalive)
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    def data_received(self, data: bytes) -> None:
         parser = self._parser
         parser.feed(data)
         pending = self._pending
@@ -139,10 +143,10 @@ class Connection(asyncio.Protocol):
         if pending:
             self._arm()
 
-    def eof_received(self) -> bool | None:  # noqa: D102
+    def eof_received(self) -> bool | None:
         return None  # close the transport
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
             return
         if self._pending and isinstance(self._pending[0].command, Quit):
@@ -204,7 +208,9 @@ class Connection(asyncio.Protocol):
             self.watched = (*self.watched, command.tube)
         else:
             # Unknown server-side tube state: never guess, start over on a new connection.
-            self.abort(ProtocolError(f"{command.describe()!r} failed ({error}); tube state unknown"))
+            self.abort(
+                ProtocolError(f"{command.describe()!r} failed ({error}); tube state unknown")
+            )
 
     def _flush(self) -> None:
         if self._out and self._transport is not None and not self.closed:

@@ -119,20 +119,20 @@ class ReserveIterator:
 
     # -- LaneListener -----------------------------------------------------------------
 
-    def lane_job(self, lane: Lane, job: Job) -> None:  # noqa: D102
+    def lane_job(self, lane: Lane, job: Job) -> None:
         if self._closed:
             lane.close()
             return
         self._ready.append(job)
         self._changed.set()
 
-    def lane_free(self, lane: Lane) -> None:  # noqa: D102
+    def lane_free(self, lane: Lane) -> None:
         self._changed.set()
 
-    def lane_idle(self, lane: Lane) -> None:  # noqa: D102
+    def lane_idle(self, lane: Lane) -> None:
         self._changed.set()
 
-    def lane_failed(self, lane: Lane, error: BaseException) -> None:  # noqa: D102
+    def lane_failed(self, lane: Lane, error: BaseException) -> None:
         if not self._closed and self._error is None:
             self._error = error
         for other in self._lanes:

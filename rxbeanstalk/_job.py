@@ -76,9 +76,7 @@ class Job:
     def reserved(self) -> bool:
         """Whether this handle holds a live, unsettled reservation."""
         conn = self._connection
-        return (
-            conn is not None and not conn.closed and self._settled is None and self._lost is None
-        )
+        return conn is not None and not conn.closed and self._settled is None and self._lost is None
 
     @property
     def settled(self) -> str | None:

@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._connection import Connection, open_connection
 from ._job import Job
 from .errors import DeadlineSoonError, TimedOutError
-from .protocol import DEFAULT_TUBE, Ignore, JobData, JobStats, ReserveWithTimeout, StatsJob, Touch, Watch
+from .protocol import (
+    DEFAULT_TUBE,
+    Ignore,
+    JobData,
+    JobStats,
+    ReserveWithTimeout,
+    StatsJob,
+    Touch,
+    Watch,
+)
 
 if TYPE_CHECKING:
     from ._channel import Address

@@ -84,8 +84,11 @@ def _report(error: BaseException, what: str) -> None:
 
 
 class ObserverEmitter(Emitter):
-    """Delivers to a subscriber's callbacks; an exception they raise is reported to the
-    loop's exception handler, never allowed to break the connection."""
+    """Delivers to a subscriber's callbacks.
+
+    An exception a callback raises is reported to the loop's exception handler, never
+    allowed to break the connection.
+    """
 
     __slots__ = ("_on_completed", "_on_error", "_on_next")
 
@@ -324,4 +327,3 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
         except BaseException:
             emitter.dispose()
             raise
-

@@ -29,10 +29,10 @@ class ReservingChannel(Channel):
         self.held = 0
         self.busy = False
 
-    def job_settling(self, job: Job) -> None:  # noqa: D102
+    def job_settling(self, job: Job) -> None:
         pass  # its reply decides: the channel is free once the server has settled it
 
-    def job_settled(self, job: Job) -> None:  # noqa: D102
+    def job_settled(self, job: Job) -> None:
         if job._connection is not None:
             self.pool.settled(self, job._connection)
 

@@ -179,7 +179,9 @@ def process(
             try:
                 return await settle_failure(job, failure)
             except JobSettledError:
-                return Outcome(job, Action.SETTLED_ELSEWHERE, failure, "settled by another subscriber")
+                return Outcome(
+                    job, Action.SETTLED_ELSEWHERE, failure, "settled by another subscriber"
+                )
             except JobLostError as lost:
                 return Outcome(job, Action.LOST, failure, f"handler failed, then: {lost}")
         try:

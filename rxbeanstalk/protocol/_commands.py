@@ -613,4 +613,3 @@ class RawCommand(Command[Reply]):
         if reply.status != "BURIED" and error_for_status(reply.status) is not None:
             self.raise_error(reply)
         return reply
-

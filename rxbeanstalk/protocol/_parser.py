@@ -6,6 +6,7 @@ because a job body may hold any bytes, CRLF included. The CRLF after a body is r
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from ..errors import ProtocolError
@@ -56,6 +57,8 @@ _SHAPES: dict[bytes, tuple[int, int, bool]] = {
 # Words whose arguments are all decimal numbers (USING carries a tube name).
 _NUMERIC = frozenset({b"INSERTED", b"BURIED", b"RESERVED", b"WATCHING", b"FOUND", b"KICKED", b"OK"})
 _STATUS = {word: word.decode("ascii") for word in _SHAPES}
+# A non-numeric argument (USING's tube name): printable ASCII, no control byte or LF.
+_TEXT_ARG = re.compile(rb"[\x21-\x7e]+")
 # Beyond this many bytes the parser drops what it already handed out.
 _COMPACT_AT = 1 << 16
 
@@ -122,9 +125,8 @@ class ReplyParser:
         end = buf.find(b"\r\n", pos, pos + self._max_line)
         if end < 0:
             if len(buf) - pos >= self._max_line:
-                raise ProtocolError(
-                    f"reply line longer than {self._max_line} bytes: {bytes(buf[pos : pos + 40])!r}..."
-                )
+                start = bytes(buf[pos : pos + 40])
+                raise ProtocolError(f"reply line longer than {self._max_line} bytes: {start!r}...")
             return None
         words = bytes(buf[pos:end]).split(b" ")
         self._pos = end + 2
@@ -140,10 +142,9 @@ class ReplyParser:
             or (word in _NUMERIC and not all(w.isdigit() for w in words[1:]))
         ):
             raise ProtocolError(f"malformed {_STATUS[word]} reply {bytes(buf[pos:end])[:60]!r}")
-        try:
-            args = tuple(w.decode("ascii") for w in words[1:])
-        except UnicodeDecodeError:
-            raise ProtocolError(f"non-ASCII reply {bytes(buf[pos:end])[:60]!r}") from None
+        if word not in _NUMERIC and not all(_TEXT_ARG.fullmatch(w) for w in words[1:]):
+            raise ProtocolError(f"non-ASCII or control byte in reply {bytes(buf[pos:end])[:60]!r}")
+        args = tuple(w.decode("ascii") for w in words[1:])
         if not has_body:
             return Reply(_STATUS[word], args)
         size = int(args[-1])

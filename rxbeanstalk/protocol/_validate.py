@@ -6,12 +6,21 @@ import math
 import re
 
 from ..errors import InvalidArgumentError
-from ._limits import MAX_JOB_ID, MAX_RESERVE_TIMEOUT, MAX_TUBE_NAME, MAX_U32
+from ._limits import MAX_JOB_ID, MAX_LINE, MAX_RESERVE_TIMEOUT, MAX_TUBE_NAME, MAX_U32
 
 # The server's NAME_CHARS; a name may not begin with '-'.
 _TUBE_RE = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]*\Z")
 # A raw command word or argument: anything printable that the server splits on nothing.
 _TOKEN_RE = re.compile(rb"[\x21-\x7e]+\Z")
+# An int argument this large could not fit on a command line (and b"%d" may refuse it).
+_TOKEN_INT_LIMIT = 10**MAX_LINE
+
+
+def _show(value: object) -> str:
+    """A number for a message; ``str()`` of an int over 4300 digits raises ValueError."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an int of {value.bit_length()} bits"
+    return str(value)
 
 
 def tube_name(name: object, what: str = "tube") -> str:
@@ -63,7 +72,7 @@ def integer(value: object, what: str, low: int = 0, high: int = MAX_U32) -> int:
             raise InvalidArgumentError(f"{what} must be an int, not {type(value).__name__}")
         value = int(value)
     if not low <= value <= high:
-        raise InvalidArgumentError(f"{what} must be in {low}..{high}, got {value}")
+        raise InvalidArgumentError(f"{what} must be in {low}..{high}, got {_show(value)}")
     return value
 
 
@@ -88,12 +97,13 @@ def reserve_timeout(value: object) -> int:
         raise InvalidArgumentError(
             f"reserve timeout must be a number of seconds, not {type(value).__name__}"
         )
-    if not math.isfinite(value) or value < 0:
-        raise InvalidArgumentError(f"reserve timeout must be >= 0 seconds, got {value}")
+    # math.isfinite() of an int too large for a float raises OverflowError: ints are finite.
+    if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
+        raise InvalidArgumentError(f"reserve timeout must be >= 0 seconds, got {_show(value)}")
     seconds = math.ceil(value)
     if seconds > MAX_RESERVE_TIMEOUT:
         raise InvalidArgumentError(
-            f"reserve timeout must be at most {MAX_RESERVE_TIMEOUT} s, got {value}"
+            f"reserve timeout must be at most {MAX_RESERVE_TIMEOUT} s, got {_show(value)}"
         )
     return seconds
 
@@ -107,7 +117,7 @@ def body(value: object) -> bytes:
     if type(value) is bytes:
         return value
     if isinstance(value, str):
-        return value.encode("utf-8")
+        return _utf8(value, "job body")
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     raise InvalidArgumentError(f"job body must be bytes or str, not {type(value).__name__}")
@@ -123,13 +133,22 @@ def token(value: object, what: str) -> bytes:
         raise InvalidArgumentError(f"{what} must be a str or int, not bool")
     if isinstance(value, int):
         if value < 0:
-            raise InvalidArgumentError(f"{what} may not be negative, got {value}")
+            raise InvalidArgumentError(f"{what} may not be negative, got {_show(value)}")
+        if value >= _TOKEN_INT_LIMIT:
+            raise InvalidArgumentError(f"{what} is too long for a command line: {_show(value)}")
         return b"%d" % value
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{what} must be a str or int, not {type(value).__name__}")
-    raw = value.encode("utf-8")
+    raw = _utf8(value, what)
     if _TOKEN_RE.match(raw) is None:
         raise InvalidArgumentError(
             f"{what} must be non-empty printable ASCII without spaces, CR, LF or NUL: {value!r}"
         )
     return raw
+
+
+def _utf8(value: str, what: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate
+        raise InvalidArgumentError(f"{what} is not valid Unicode text: {exc}") from None
