@@ -181,7 +181,9 @@ class Put(Command[int]):
     def raise_error(self, reply: Reply) -> None:
         if reply.status == "BURIED" and reply.args:
             raise BuriedError(command=self.describe(), job_id=int(reply.args[0]))
-        super().raise_error(reply)
+        # Not super(): a slots=True dataclass is a new class, which zero-argument super()
+        # does not know (TypeError on every error word but BURIED <id>).
+        Command.raise_error(self, reply)
 
 
 @dataclass(frozen=True, slots=True)
