@@ -92,7 +92,7 @@ class Job:
         """
         return self._client.delete(self)
 
-    def release(self, priority: int | None = None, delay: int = 0) -> Observable[int]:
+    def release(self, *, priority: int | None = None, delay: int = 0) -> Observable[int]:
         """Put the reserved job back, ready (or delayed by ``delay`` seconds).
 
         Args:
@@ -105,7 +105,7 @@ class Job:
         """
         return self._client.release(self, priority=priority, delay=delay)
 
-    def bury(self, priority: int | None = None) -> Observable[int]:
+    def bury(self, *, priority: int | None = None) -> Observable[int]:
         """Bury the reserved job; ``priority=None`` keeps its priority.
 
         Raises:

@@ -211,7 +211,9 @@ class JobLostError(ConnectionLostError):
     """The reservation of the job being settled is gone.
 
     Its connection closed, the server restarted, or its TTR ran out; the server has put
-    the job back (or lost it, without a binlog). Nothing was sent.
+    the job back (or lost it, without a binlog). When the loss was known beforehand,
+    nothing was sent; when it showed only in the reply (``NOT_FOUND``, or the connection
+    dropping while the command was in flight), the command's outcome is unknown.
     """
 
 

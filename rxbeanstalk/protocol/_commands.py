@@ -576,7 +576,7 @@ class RawCommand(Command[Reply]):
         if name in _NOT_RAW:
             raise InvalidArgumentError(
                 f"{name!r} cannot be sent through command(): use {_NOT_RAW[name]}, which "
-                "keeps track of the connection that owns the reservation"
+                "keeps the client's connection bookkeeping right"
             )
         words = [name.encode("ascii")]
         words += [check.token(arg, f"argument {i} of {name}") for i, arg in enumerate(self.args)]
