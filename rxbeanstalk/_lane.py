@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._connection import Connection, open_connection
 from ._job import Job
-from .errors import DeadlineSoonError, TimedOutError
+from .errors import BeanstalkError, ConnectionLostError, DeadlineSoonError, TimedOutError
 from .protocol import (
     DEFAULT_TUBE,
     Ignore,
@@ -150,6 +150,9 @@ class Lane:
             conn.close()
             return
         self.conn = conn
+        # A lane that holds a job has nothing in flight, so only this tells it that the
+        # connection dropped (and the server took the job back).
+        conn.on_close(self._connection_closed)
         timeout = address.command_timeout
         for tube in self._watch:
             if tube != DEFAULT_TUBE:
@@ -258,6 +261,15 @@ class Lane:
             self._release_credit()
 
     # -- closing ----------------------------------------------------------------------
+
+    def _connection_closed(self, conn: Connection) -> None:
+        if self.closed:
+            return  # the lane closed it, or a failed reserve already reported it
+        self.close()
+        reason = conn.close_reason
+        if not isinstance(reason, BeanstalkError):
+            reason = ConnectionLostError(f"connection lost: {reason}")
+        self._listener.lane_failed(self, reason)
 
     def close(self) -> None:
         """Close the connection: a waiting reserve ends, a held job goes back to ready."""

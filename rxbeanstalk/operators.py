@@ -33,6 +33,7 @@ from .errors import (
     TransportError,
     UnknownCommandError,
 )
+from .protocol import MAX_U32
 
 __all__ = ["Action", "Outcome", "process", "retry_with_backoff"]
 
@@ -126,8 +127,15 @@ def process(
         raise InvalidArgumentError("handler must be callable")
     if on_error not in ("release", "bury"):
         raise InvalidArgumentError(f"on_error must be 'release' or 'bury', got {on_error!r}")
-    if isinstance(release_delay, bool) or not isinstance(release_delay, int) or release_delay < 0:
-        raise InvalidArgumentError(f"release_delay must be an int >= 0, got {release_delay!r}")
+    if (
+        isinstance(release_delay, bool)
+        or not isinstance(release_delay, int)
+        or not 0 <= release_delay <= MAX_U32
+    ):
+        # (past 2**32-1 every release would fail, each ending the whole pipeline)
+        raise InvalidArgumentError(
+            f"release_delay must be an int in 0..{MAX_U32}, got {release_delay!r}"
+        )
     if max_releases is not None and (
         isinstance(max_releases, bool) or not isinstance(max_releases, int) or max_releases < 0
     ):
@@ -149,6 +157,12 @@ def process(
             await asyncio.wait_for(awaitable, timeout)
 
     async def settle_failure(job: Job, error: BaseException) -> Outcome:
+        # Checked first: stats-job on a job this handle no longer holds would go to the
+        # command connection, and fail with NOT_FOUND once the job was deleted.
+        if job.settled is not None:
+            raise JobSettledError(f"job {job.id} was already {job.settled}d")
+        if not job.reserved:
+            raise JobLostError(f"job {job.id}'s reservation is gone; nothing was sent")
         if on_error == "bury":
             await job.bury()
             return Outcome(job, Action.BURIED, error, f"handler failed ({error!r}); buried")
@@ -210,7 +224,15 @@ def process(
                     state["stopped"] = True
                     observer.on_error(error)  # type: ignore[arg-type]
                     return
-                observer.on_next(task.result())
+                try:
+                    observer.on_next(task.result())
+                except Exception as broke:
+                    # The consumer broke: as with the stream itself, stop taking jobs and
+                    # end with its error (handlers in progress still settle their jobs).
+                    state["stopped"] = True
+                    subscription.dispose()
+                    observer.on_error(broke)
+                    return
                 if state["source_done"] and not in_flight:
                     state["stopped"] = True
                     observer.on_completed()
