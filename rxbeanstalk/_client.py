@@ -524,11 +524,15 @@ class Client:
             self._settle((job if job is not None else job_id, how, command), emitter)
 
         if job is not None:
-            if job._settled is not None or job._connection is None or job._connection.closed:
-                self._settle((job, how, StatsJob(job_id)), emitter)  # delivers the error
+            conn = job._connection
+            if job._settled is not None or job._lost is not None or conn is None or conn.closed:
+                # Deliver JobSettledError / JobLostError, sending nothing. (A StatsJob here
+                # would go to the command connection, as anyone may ask about a job.)
+                placeholder = Release(job_id, 0, delay) if how == "release" else Bury(job_id, 0)
+                self._settle((job, how, placeholder), emitter)
                 return
             job._settled = how  # a second settle now gets JobSettledError
-            job._connection.send(
+            conn.send(
                 StatsJob(job_id),
                 _Settle(job, None, _Chain(emitter, then)),
                 self._address.command_timeout,

@@ -20,12 +20,38 @@ from .errors import (
     CommandTimeoutError,
     ConnectError,
     ConnectionLostError,
+    InvalidArgumentError,
     NotIgnoredError,
     ProtocolError,
 )
-from .protocol import DEFAULT_TUBE, Command, Ignore, Quit, ReplyParser, Use, Watch
+from .protocol import DEFAULT_TUBE, Command, Ignore, Quit, RawCommand, ReplyParser, Use, Watch
 
 _TUBE_STATE = frozenset({Use, Watch, Ignore})
+_RAW_TUBE_STATE: dict[str, type[Use | Watch | Ignore]] = {
+    "use": Use,
+    "watch": Watch,
+    "ignore": Ignore,
+}
+
+
+def _tube_state(command: Command[Any]) -> Use | Watch | Ignore | None:
+    """The tube-state change ``command`` makes, if any.
+
+    A raw ``use``/``watch``/``ignore`` sent through ``Client.command`` changes the state as
+    much as the typed command does; without this record the client would believe a tube
+    state the server no longer has (a later ``put`` would land in the raw ``use``'s tube).
+    A raw one whose argument is no valid tube name is refused by the server: no change.
+    """
+    if type(command) in _TUBE_STATE:
+        return command  # type: ignore[return-value]
+    if isinstance(command, RawCommand) and len(command.args) == 1:
+        typed = _RAW_TUBE_STATE.get(command.name)
+        if typed is not None:
+            try:
+                return typed(str(command.args[0]))
+            except InvalidArgumentError:
+                return None
+    return None
 
 
 class Sink(Protocol):
@@ -119,8 +145,9 @@ class Connection(asyncio.Protocol):
                 try:
                     value = command.interpret(reply)
                 except CommandError as error:
-                    if type(command) in _TUBE_STATE:
-                        self._state_failed(command, error)
+                    state = _tube_state(command)
+                    if state is not None:
+                        self._state_failed(state, error)
                     item.sink.reject(error)
                     if self.closed:
                         return
@@ -134,6 +161,18 @@ class Connection(asyncio.Protocol):
                         )
                         return
                     continue
+                except Exception as error:
+                    # A reply word this command cannot get (ProtocolError), or a failure
+                    # to read the reply: the stream cannot be trusted. Put the command back
+                    # at the head so that closing fails it with this error (it was popped
+                    # already and would otherwise never hear back).
+                    pending.appendleft(item)
+                    if isinstance(error, ProtocolError):
+                        raise
+                    raise ProtocolError(
+                        f"{command.describe()!r}: could not read its {reply.status} reply "
+                        f"({error!r})"
+                    ) from error
                 item.sink.resolve(value)
                 if self.closed:  # a sink closed it (a disposed reserve, say)
                     return
@@ -178,8 +217,9 @@ class Connection(asyncio.Protocol):
         if self.closed:
             sink.reject(self._lost())
             return
-        if type(command) in _TUBE_STATE:
-            self._track(command)
+        state = _tube_state(command)
+        if state is not None:
+            self._track(state)
         if not self._out:
             self.loop.call_soon(self._flush)
         self._out.append(command.encode())

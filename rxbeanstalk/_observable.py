@@ -318,12 +318,12 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
         emitter = ThreadEmitter(binding)
         loop.call_soon_threadsafe(self._start, self._argument, emitter)
         try:
-            while True:
-                try:
-                    return cast(T, emitter.future.result(timeout=0.5))
-                except concurrent.futures.TimeoutError:
-                    if loop.is_closed() or not loop.is_running():
-                        raise ConnectionLostError("the client's event loop stopped") from None
+            # Wait without result(timeout=...): its TimeoutError (the builtin, since 3.11)
+            # could not be told apart from a CommandTimeoutError the command failed with.
+            while not concurrent.futures.wait((emitter.future,), timeout=0.5).done:
+                if loop.is_closed() or not loop.is_running():
+                    raise ConnectionLostError("the client's event loop stopped")
+            return cast(T, emitter.future.result())
         except BaseException:
             emitter.dispose()
             raise
