@@ -756,6 +756,8 @@ def test_tubes_none_means_the_clients_watch_list_when_the_lanes_start(
         assert [job.body for job in got.values] == [b"in a"]
         subscription.dispose()
         await eventually(lambda: not stream.active)
+        # The old session drains its held job first; start the new one after that.
+        await eventually(lambda: beanstalkd.stats()["current-jobs-reserved"] == "0")
 
         await within(client.watch("b"))
         again = Recorder()
