@@ -26,6 +26,7 @@ from aioreactive import AsyncDisposable, AsyncObservable
 from ._asyncrx_command import observer_of, report
 from ._job import Job
 from ._lane import Lane
+from ._lane_set import LaneSet
 from .errors import LoopBindingError
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from ._client import Client
 
 
-class StreamSession(AsyncDisposable):  # type: ignore[misc,unused-ignore]
+class StreamSession(LaneSet, AsyncDisposable):  # type: ignore[misc,unused-ignore]
     """One subscription of an ``AsyncReserveStream``: its lanes and its deliveries.
 
     Args:
@@ -42,12 +43,17 @@ class StreamSession(AsyncDisposable):  # type: ignore[misc,unused-ignore]
     """
 
     def __init__(self, stream: AsyncReserveStream, observer: Any) -> None:
+        client = stream.client
+        super().__init__(
+            client,
+            stream.address,
+            stream.tubes if stream.tubes is not None else client.watched,
+            drain_timeout=stream.drain_timeout,
+            auto_touch=stream.auto_touch,
+        )
         self._stream = stream
         self._observer = observer
         self._loop = asyncio.get_running_loop()
-        self.lanes: list[Lane] = []
-        self.running = True
-        self.finished = False
         # Jobs reserved and not yet handed to the observer (at most one per lane).
         self._queue: deque[tuple[Lane, Job]] = deque()
         # Lanes whose job was reserved and whose asend has not returned yet.
@@ -58,18 +64,15 @@ class StreamSession(AsyncDisposable):  # type: ignore[misc,unused-ignore]
         self._end: tuple[BaseException | None] | None = None
         self._disposed = False
         self._wake = asyncio.Event()
-        self._opening: asyncio.Task[None] | None = None
         self._delivering: asyncio.Task[None] | None = None
-        self._drain_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
         """Open the lanes and start reserving (in the background)."""
         stream = self._stream
-        client = stream.client
         self._delivering = self._loop.create_task(self._deliver())
-        binding = client._binding
+        binding = self.client._binding
         try:
             binding.bind()
             if not binding.on_loop_thread():
@@ -83,24 +86,7 @@ class StreamSession(AsyncDisposable):  # type: ignore[misc,unused-ignore]
             self._end = (error,)
             return
         stream.sessions.add(self)
-        watch = stream.tubes if stream.tubes is not None else client.watched
-        self.lanes = [
-            Lane(client, stream.address, watch, self, auto_touch=stream.auto_touch)
-            for _ in range(stream.max_in_flight)
-        ]
-        self._opening = self._loop.create_task(self._open())
-
-    async def _open(self) -> None:
-        try:
-            await asyncio.gather(*(lane.open() for lane in self.lanes))
-        except Exception as error:
-            self._opening = None
-            self.fail(error)
-            return
-        self._opening = None
-        for lane in self.lanes:
-            if self.running:
-                lane.reserve()
+        self.grow(stream.max_in_flight)
 
     async def dispose_async(self) -> None:
         """Stop: no more jobs reach the observer; delivered jobs get ``drain_timeout``.
@@ -120,20 +106,11 @@ class StreamSession(AsyncDisposable):  # type: ignore[misc,unused-ignore]
         """Stop reserving and drain (see ``dispose_async``)."""
         if not self.running:
             return
-        self.running = False
-        if self._opening is not None:
-            self._opening.cancel()
         queue = self._queue
         while queue:
             lane, _ = queue.popleft()
             lane.close()  # never delivered: the server takes it back now
-        for lane in self.lanes:
-            if lane.quiet:
-                lane.close()
-        if self._all_closed():
-            self._finish()
-            return
-        self._drain_timer = self._loop.call_later(self._stream.drain_timeout, self._close_all)
+        super().stop()
 
     def fail(self, error: BaseException) -> None:
         """Close every lane (their jobs go back to the server), then ``athrow`` ``error``.
@@ -149,36 +126,16 @@ class StreamSession(AsyncDisposable):  # type: ignore[misc,unused-ignore]
 
     def _end_with(self, error: BaseException | None) -> None:
         if not self.running:
-            self._close_all()  # already stopping or ended: no more notifications
+            self.close_all()  # already stopping or ended: no more notifications
             return
-        self.running = False
-        if self._opening is not None:
-            self._opening.cancel()
         self._queue.clear()
-        self._close_all()
+        self.abort()
         self._end = (error,)
         self._wake.set()
 
-    def _close_all(self) -> None:
-        for lane in self.lanes:
-            lane.close()
-        self._finish()
-
-    def _all_closed(self) -> bool:
-        return all(lane.closed for lane in self.lanes)
-
-    def _finish(self) -> None:
+    def released(self) -> None:
         if self.finished:
-            return
-        self.finished = True
-        self._stream.sessions.discard(self)
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-            self._drain_timer = None
-
-    def _maybe_done(self) -> None:
-        if self._all_closed():
-            self._finish()
+            self._stream.sessions.discard(self)
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -217,9 +174,8 @@ class StreamSession(AsyncDisposable):  # type: ignore[misc,unused-ignore]
         except asyncio.CancelledError:
             # The loop is shutting down (or someone cancelled us): close everything.
             self._disposed = True
-            self.running = False
             self._queue.clear()
-            self._close_all()
+            self.abort()
             raise
 
     def _acked(self, lane: Lane) -> None:
@@ -235,37 +191,18 @@ class StreamSession(AsyncDisposable):  # type: ignore[misc,unused-ignore]
 
     # -- LaneListener -----------------------------------------------------------------
 
-    def lane_job(self, lane: Lane, job: Job) -> None:
+    def deliver(self, lane: Lane, job: Job) -> None:
         """The lane reserved ``job``: queue it for the observer."""
-        if not self.running:
-            lane.close()  # reserved while stopping: the server takes it back
-            self._maybe_done()
-            return
         self._unacked.add(lane)
         self._queue.append((lane, job))
         self._wake.set()
 
     def lane_free(self, lane: Lane) -> None:
         """The lane's job was settled or lost: reserve again once its asend returned."""
-        if not self.running:
-            self.lane_idle(lane)
-        elif lane in self._unacked:
+        if self.running and lane in self._unacked:
             self._freed.add(lane)
         else:
-            lane.reserve()
-
-    def lane_idle(self, lane: Lane) -> None:
-        """Nothing is in flight on the lane: when stopping, close it."""
-        if not self.running and lane.quiet:
-            lane.close()
-            self._maybe_done()
-
-    def lane_failed(self, lane: Lane, error: BaseException) -> None:
-        """The lane's connection failed: end the stream with the error."""
-        if self.running:
-            self.fail(error)
-        else:
-            self._maybe_done()
+            super().lane_free(lane)
 
 
 class AsyncReserveStream(AsyncObservable[Job]):  # type: ignore[misc,unused-ignore]

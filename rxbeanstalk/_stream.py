@@ -6,9 +6,12 @@ is new: reactivex's ``share()`` keeps its dead subject after an error, which wou
 ``retry`` fail at once, so a session detaches from the stream before it reports an error
 or finishes, and the next subscription starts a fresh one with fresh lanes.
 
-Stopping (the last subscriber left): lanes stop reserving, lanes waiting in a reserve
-close at once, lanes holding a delivered job wait up to ``drain_timeout`` for it to be
-settled, then every connection still open closes and the server puts its job back.
+Stopping (the last subscriber left) is ``LaneSet``'s drain: lanes stop reserving, lanes
+waiting in a reserve close at once, lanes holding a delivered job wait up to
+``drain_timeout`` for it to be settled, then every connection still open closes and the
+server puts its job back. A subscriber that arrives during a drain starts a new session
+with only the credit the draining one is not holding, and the new session grows a lane
+each time a draining lane closes, so ``max_in_flight`` holds across the hand-over too.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from reactivex import abc
 
 from ._job import Job
 from ._lane import Lane
+from ._lane_set import LaneSet
 from ._loop import LoopBinding
-from .errors import BeanstalkError
 
 if TYPE_CHECKING:
     from ._channel import Address
@@ -45,67 +48,32 @@ class _Subscriber:
         self.active = True
 
 
-class _Session:
+class _Session(LaneSet):
     """One run of a stream's lanes, from its first subscriber to its end."""
 
     def __init__(self, stream: ReserveStream, watch: tuple[str, ...]) -> None:
+        super().__init__(
+            stream.client,
+            stream.address,
+            watch,
+            drain_timeout=stream.drain_timeout,
+            auto_touch=stream.auto_touch,
+        )
         self.stream = stream
-        self.watch = watch
         self.subscribers: list[_Subscriber] = []
-        self.lanes: list[Lane] = []
-        self.running = True
-        self.finished = False
-        self._opening: asyncio.Task[None] | None = None
-        self._drain_timer: asyncio.TimerHandle | None = None
-
-    # -- lifecycle --------------------------------------------------------------------
-
-    def start(self) -> None:
-        stream = self.stream
-        self.lanes = [
-            Lane(stream.client, stream.address, self.watch, self, auto_touch=stream.auto_touch)
-            for _ in range(stream.max_in_flight)
-        ]
-        self._opening = asyncio.get_running_loop().create_task(self._open())
-
-    async def _open(self) -> None:
-        try:
-            await asyncio.gather(*(lane.open() for lane in self.lanes))
-        except BeanstalkError as error:
-            self.fail(error)
-            return
-        finally:
-            self._opening = None
-        for lane in self.lanes:
-            if self.running:
-                lane.reserve()
 
     def stop(self) -> None:
         """The last subscriber left: stop reserving and drain."""
-        if not self.running:
-            return
-        self.running = False
-        self.stream.detach(self)
-        if self._opening is not None:
-            self._opening.cancel()
-        for lane in self.lanes:
-            if lane.quiet:
-                lane.close()
-        if self._all_closed():
-            self._finish()
-            return
-        loop = asyncio.get_running_loop()
-        self._drain_timer = loop.call_later(self.stream.drain_timeout, self._close_all)
+        if self.running:
+            self.stream.detach(self)
+        super().stop()
 
     def fail(self, error: BaseException) -> None:
         """Close every lane (their jobs go back to the server), then report ``error``."""
         if self.finished:
             return
-        self.running = False
         self.stream.detach(self)
-        if self._opening is not None:
-            self._opening.cancel()
-        self._close_all()
+        self.abort()
         subscribers, self.subscribers = self.subscribers, []
         for subscriber in subscribers:
             if subscriber.active:
@@ -117,21 +85,8 @@ class _Session:
                         {"message": "rxbeanstalk: exception in on_error", "exception": raised}
                     )
 
-    def _close_all(self) -> None:
-        for lane in self.lanes:
-            lane.close()
-        self._finish()
-
-    def _all_closed(self) -> bool:
-        return all(lane.closed for lane in self.lanes)
-
-    def _finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-            self._drain_timer = None
+    def released(self) -> None:
+        self.stream.rebalance()
 
     # -- subscribers ------------------------------------------------------------------
 
@@ -145,13 +100,7 @@ class _Session:
         if not self.subscribers:
             self.stop()
 
-    # -- LaneListener -----------------------------------------------------------------
-
-    def lane_job(self, lane: Lane, job: Job) -> None:
-        if not self.running:
-            lane.close()  # reserved while stopping: the server takes it back
-            self._maybe_done()
-            return
+    def deliver(self, lane: Lane, job: Job) -> None:
         for subscriber in list(self.subscribers):
             if not subscriber.active:
                 continue
@@ -162,27 +111,6 @@ class _Session:
                 # stream ends with the consumer's error.
                 self.fail(error)
                 return
-
-    def lane_free(self, lane: Lane) -> None:
-        if self.running:
-            lane.reserve()
-        else:
-            self.lane_idle(lane)
-
-    def lane_idle(self, lane: Lane) -> None:
-        if not self.running and lane.quiet:
-            lane.close()
-            self._maybe_done()
-
-    def lane_failed(self, lane: Lane, error: BaseException) -> None:
-        if self.running:
-            self.fail(error)
-        else:
-            self._maybe_done()
-
-    def _maybe_done(self) -> None:
-        if self._all_closed():
-            self._finish()
 
 
 class ReserveStream(reactivex.Observable[Job]):
@@ -220,6 +148,9 @@ class ReserveStream(reactivex.Observable[Job]):
         self.auto_touch = auto_touch
         self._binding = binding
         self._session: _Session | None = None
+        # Sessions that stopped but still hold delivered jobs: their lanes count
+        # against max_in_flight until they close.
+        self._draining: set[_Session] = set()
         self._sessions_started = 0
 
     @property
@@ -236,6 +167,22 @@ class ReserveStream(reactivex.Observable[Job]):
         """Forget ``session``: the next subscriber starts a new one."""
         if self._session is session:
             self._session = None
+        self._draining.add(session)
+
+    def _credit_left(self) -> int:
+        return self.max_in_flight - sum(s.open_lanes for s in self._draining)
+
+    def rebalance(self) -> None:
+        """Give the running session the credit that draining sessions gave back.
+
+        A subscriber arriving while the previous session drains must not push the jobs
+        held past ``max_in_flight``: the new session starts with the lanes that are
+        free, and gets one more each time a draining lane closes.
+        """
+        self._draining = {s for s in self._draining if not s.finished}
+        session = self._session
+        if session is not None and session.running:
+            session.grow(self._credit_left() - len(session.lanes))
 
     def subscribe(
         self,
@@ -280,7 +227,7 @@ class ReserveStream(reactivex.Observable[Job]):
             self._session = session
             self._sessions_started += 1
             session.add(subscriber)
-            session.start()
+            self.rebalance()
         else:
             session.add(subscriber)
         holder.append(session)

@@ -739,6 +739,38 @@ def test_no_stale_settle_after_a_restart_without_binlog(
     run(main(), client)
 
 
+def test_credit_holds_when_a_subscriber_arrives_during_a_drain(
+    beanstalkd: BeanstalkdServer, client: Client
+) -> None:
+    async def main() -> None:
+        await within(client.put_many(bodies(10)))
+        stream = client.reserve_stream(max_in_flight=3, drain_timeout=10)
+        first = Recorder()
+        subscription = first.subscribe(stream)
+        await eventually(lambda: len(first.values) == 3 and reserved(beanstalkd) == 3)
+        subscription.dispose()  # the three delivered jobs drain; nobody settles them yet
+
+        second = Recorder()
+        later = second.subscribe(stream)
+        for _ in range(10):  # a window in which extra lanes would have reserved
+            await asyncio.sleep(QUIET / 10)
+            assert reserved(beanstalkd) <= 3
+        assert second.values == []
+
+        # Each settled job gives its credit to the new subscriber, one lane at a time.
+        for settled, job in enumerate(first.values, start=1):
+            await within(job.delete())
+            await eventually(lambda n=settled: len(second.values) == n)  # type: ignore[misc]
+            assert reserved(beanstalkd) == 3
+        later.dispose()
+        for job in second.values:
+            await within(job.delete())
+        await eventually(lambda: reserved(beanstalkd) == 0 and connections(beanstalkd) == 1)
+        assert stat(beanstalkd, "cmd-delete") == 6 and ready(beanstalkd) == 4
+
+    run(main(), client)
+
+
 def test_tubes_none_means_the_clients_watch_list_when_the_lanes_start(
     beanstalkd: BeanstalkdServer,
 ) -> None:
