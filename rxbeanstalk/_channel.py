@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from types import EllipsisType
 from typing import Any, NamedTuple
 
 from ._connection import Connection, Sink, open_connection
@@ -95,7 +96,7 @@ class Channel:
         command: Command[Any],
         sink: Sink,
         *,
-        timeout: float | bool | None = True,
+        timeout: float | EllipsisType | None = ...,
         used: str | None = None,
         watch: tuple[str, ...] | None = None,
     ) -> None:
@@ -106,15 +107,13 @@ class Channel:
         Args:
             command: The command.
             sink: Receives its outcome.
-            timeout: Seconds of silence before it fails; ``True`` for the address's
-                ``command_timeout``; ``None`` to wait forever (a blocking reserve).
+            timeout: Seconds of silence before it fails; ``...`` (the default) for the
+                address's ``command_timeout``; ``None`` to wait forever (a blocking reserve).
             used: The tube the connection must be using first, if it matters.
             watch: The watch list the connection must have first, if it matters.
         """
-        if timeout is True:
+        if timeout is ...:
             timeout = self.address.command_timeout
-        elif timeout is False:
-            timeout = None
         conn = self.connection
         if conn is not None and not conn.closed:
             self._send_on(conn, command, sink, timeout, used, watch)

@@ -74,17 +74,21 @@ _PUT_MANY_WINDOW = 1000
 _PUT_MANY_BYTES = 1 << 20
 
 
-class _Then:
-    """A sink that runs ``effect(value)`` on success before passing the value on."""
+class _OnSuccess:
+    """A sink that passes a success to ``step`` and an error straight to the emitter.
 
-    __slots__ = ("effect", "emitter")
+    ``step`` emits the value (after updating the client's state), or sends the next
+    command of a chain.
+    """
 
-    def __init__(self, emitter: Emitter, effect: Callable[[Any], Any]) -> None:
+    __slots__ = ("emitter", "step")
+
+    def __init__(self, emitter: Emitter, step: Callable[[Any], None]) -> None:
         self.emitter = emitter
-        self.effect = effect
+        self.step = step
 
     def resolve(self, value: Any) -> None:
-        self.emitter.resolve(self.effect(value))
+        self.step(value)
 
     def reject(self, error: BaseException) -> None:
         self.emitter.reject(error)
@@ -243,9 +247,9 @@ class Client:
     # -- plumbing ---------------------------------------------------------------------
 
     def _observe(
-        self, start: Callable[[Any, Emitter], None], argument: Any, *, blocking: bool = False
+        self, start: Callable[[Any, Emitter], None], argument: Any
     ) -> CommandObservable[Any]:
-        return CommandObservable(self._binding, start, argument, blocking=blocking)
+        return CommandObservable(self._binding, start, argument)
 
     def _send(self, command: Command[Any], emitter: Emitter) -> None:
         self._commands.send(command, emitter)
@@ -277,9 +281,6 @@ class Client:
 
         conn.on_close(forget)
         return job
-
-    def _peeked(self, data: JobData) -> Job:
-        return Job(data.id, data.body, self)
 
     # -- producer ---------------------------------------------------------------------
 
@@ -351,11 +352,11 @@ class Client:
         return self._observe(self._use, Use(tube))
 
     def _use(self, command: Use, emitter: Emitter) -> None:
-        def effect(tube: str) -> str:
+        def used(tube: str) -> None:
             self._used = tube
-            return tube
+            emitter.resolve(tube)
 
-        self._commands.send(command, _Then(emitter, effect))
+        self._commands.send(command, _OnSuccess(emitter, used))
 
     # -- consumer ---------------------------------------------------------------------
 
@@ -374,7 +375,7 @@ class Client:
             InvalidArgumentError: a negative or too large timeout (at call time).
         """
         if timeout is None:
-            return self._observe(self._reserve, (Reserve(), None), blocking=True)
+            return self._observe(self._reserve, (Reserve(), None))
         command = ReserveWithTimeout(timeout)  # type: ignore[arg-type]
         return self._observe(
             self._reserve, (command, command.seconds + self._address.command_timeout)
@@ -405,12 +406,12 @@ class Client:
         return self._observe(self._watch_cmd, Watch(tube))
 
     def _watch_cmd(self, command: Watch, emitter: Emitter) -> None:
-        def effect(count: int) -> int:
+        def watching(count: int) -> None:
             if command.tube not in self._watch:
                 self._watch = (*self._watch, command.tube)
-            return count
+            emitter.resolve(count)
 
-        self._commands.send(command, _Then(emitter, effect), watch=self._watch)
+        self._commands.send(command, _OnSuccess(emitter, watching), watch=self._watch)
 
     def ignore(self, tube: str) -> CommandObservable[int]:
         """Remove ``tube`` from the watch list (cold; emits the number left).
@@ -423,11 +424,11 @@ class Client:
         return self._observe(self._ignore, Ignore(tube))
 
     def _ignore(self, command: Ignore, emitter: Emitter) -> None:
-        def effect(count: int) -> int:
+        def ignored(count: int) -> None:
             self._watch = tuple(t for t in self._watch if t != command.tube)
-            return count
+            emitter.resolve(count)
 
-        self._commands.send(command, _Then(emitter, effect), watch=self._watch)
+        self._commands.send(command, _OnSuccess(emitter, ignored), watch=self._watch)
 
     # -- settling ---------------------------------------------------------------------
 
@@ -534,11 +535,11 @@ class Client:
             job._settled = how  # a second settle now gets JobSettledError
             conn.send(
                 StatsJob(job_id),
-                _Settle(job, None, _Chain(emitter, then)),
+                _Settle(job, None, _OnSuccess(emitter, then)),
                 self._address.command_timeout,
             )
         else:
-            self._commands.send(StatsJob(job_id), _Chain(emitter, then))
+            self._commands.send(StatsJob(job_id), _OnSuccess(emitter, then))
 
     # -- streams ----------------------------------------------------------------------
 
@@ -654,7 +655,10 @@ class Client:
         return self._observe(self._peek, PeekBuried())
 
     def _peek(self, command: Command[JobData], emitter: Emitter) -> None:
-        self._commands.send(command, _Then(emitter, self._peeked), used=self._used)
+        def found(data: JobData) -> None:
+            emitter.resolve(Job(data.id, data.body, self))
+
+        self._commands.send(command, _OnSuccess(emitter, found), used=self._used)
 
     def kick(self, bound: int) -> CommandObservable[int]:
         """Kick up to ``bound`` buried jobs (or, if none, delayed jobs) of the used tube.
@@ -739,22 +743,6 @@ class Client:
         """
         body_bytes = None if body is None else check.body(body)
         return self._observe(self._send, RawCommand(name, args, body_bytes))
-
-
-class _Chain:
-    """A sink whose success starts the next step instead of emitting."""
-
-    __slots__ = ("emitter", "step")
-
-    def __init__(self, emitter: Emitter, step: Callable[[Any], None]) -> None:
-        self.emitter = emitter
-        self.step = step
-
-    def resolve(self, value: Any) -> None:
-        self.step(value)
-
-    def reject(self, error: BaseException) -> None:
-        self.emitter.reject(error)
 
 
 class _Settle:

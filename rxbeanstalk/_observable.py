@@ -221,18 +221,13 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
         binding: The client's loop binding.
         start: What a subscription does (send a command, usually).
         argument: Passed to ``start`` (the command, usually).
-        blocking: Whether the work may wait forever (a reserve without timeout), so that
-            ``.run()`` waits without a bound.
     """
 
-    def __init__(
-        self, binding: LoopBinding, start: Start, argument: Any, *, blocking: bool = False
-    ) -> None:
+    def __init__(self, binding: LoopBinding, start: Start, argument: Any) -> None:
         super().__init__()
         self._binding = binding
         self._start = start
         self._argument = argument
-        self._blocking = blocking
 
     def subscribe(
         self,
