@@ -28,6 +28,37 @@ T = TypeVar("T")
 _SELF_COUNTED = {"total-connections": 1, "cmd-stats": 1}
 
 
+# The 23 reply words of beanstalkd 1.12/1.13 (protocol.md 1.5), written out here rather
+# than taken from the library under test.
+REPLY_WORDS = frozenset(
+    {
+        "INSERTED",
+        "BURIED",
+        "EXPECTED_CRLF",
+        "JOB_TOO_BIG",
+        "DRAINING",
+        "USING",
+        "RESERVED",
+        "DEADLINE_SOON",
+        "TIMED_OUT",
+        "DELETED",
+        "NOT_FOUND",
+        "RELEASED",
+        "TOUCHED",
+        "WATCHING",
+        "NOT_IGNORED",
+        "FOUND",
+        "KICKED",
+        "OK",
+        "PAUSED",
+        "OUT_OF_MEMORY",
+        "INTERNAL_ERROR",
+        "BAD_FORMAT",
+        "UNKNOWN_COMMAND",
+    }
+)
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -71,7 +102,7 @@ def client(beanstalkd: BeanstalkdServer) -> Iterator[Client]:
 # ----------------------------------------------------------------------------- waiting
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+def wait_until(predicate: Callable[[], object], what: str = "", timeout: float = 5.0) -> None:
     """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     pause = 0.001
@@ -82,7 +113,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str 
         pause = min(pause * 2, 0.02)
 
 
-async def eventually(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+async def eventually(predicate: Callable[[], object], what: str = "", timeout: float = 5.0) -> None:
     """``wait_until`` for coroutines: polls without blocking the event loop."""
     deadline = time.monotonic() + timeout
     pause = 0.001
@@ -91,6 +122,12 @@ async def eventually(predicate: Callable[[], object], timeout: float = 5.0, what
             pytest.fail(f"not true within {timeout} s: {what or predicate}")
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.02)
+
+
+async def within(awaitable: Awaitable[T], seconds: float = 5.0) -> T:
+    """Await with a bound."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 async def collect(observable: reactivex.Observable[T], timeout: float = 10.0) -> list[T]:

@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import re
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -30,6 +29,7 @@ from rxbeanstalk import (
     TransportError,
 )
 from rxbeanstalk.testing import BeanstalkdServer
+from tests.conftest import eventually, stat
 
 aioreactive: Any
 try:
@@ -63,19 +63,6 @@ def run(main: Callable[[], Coroutine[Any, Any, None]], timeout: float = 20.0) ->
             await main()
 
     asyncio.run(bounded())
-
-
-def stat(server: BeanstalkdServer, key: str) -> int:
-    return int(server.stats()[key])
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    """Poll ``check`` (letting the loop run between polls) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.005)
 
 
 async def baseline_connections(client: Any, server: BeanstalkdServer) -> int:

@@ -18,6 +18,7 @@ import rxbeanstalk
 import rxbeanstalk.errors as errors
 import rxbeanstalk.protocol as protocol
 from rxbeanstalk.errors import CommandError, error_for_status
+from tests.conftest import REPLY_WORDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -275,31 +276,6 @@ def test_no_builtin_name_is_shadowed() -> None:
 
 # ---------------------------------------------------------------- (d) error_for_status
 
-REPLY_WORDS = [
-    "INSERTED",
-    "BURIED",
-    "EXPECTED_CRLF",
-    "JOB_TOO_BIG",
-    "DRAINING",
-    "USING",
-    "RESERVED",
-    "DEADLINE_SOON",
-    "TIMED_OUT",
-    "DELETED",
-    "NOT_FOUND",
-    "RELEASED",
-    "TOUCHED",
-    "WATCHING",
-    "NOT_IGNORED",
-    "FOUND",
-    "KICKED",
-    "OK",
-    "PAUSED",
-    "OUT_OF_MEMORY",
-    "INTERNAL_ERROR",
-    "BAD_FORMAT",
-    "UNKNOWN_COMMAND",
-]
 ERROR_WORDS = {
     "NOT_FOUND": errors.NotFoundError,
     "TIMED_OUT": errors.TimedOutError,

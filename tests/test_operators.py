@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import reactivex as rx
@@ -32,18 +31,10 @@ from rxbeanstalk.errors import (
 )
 from rxbeanstalk.operators import Action
 from rxbeanstalk.testing import BeanstalkdServer
-from tests.conftest import run, stat
-
-T = TypeVar("T")
+from tests.conftest import eventually, run, stat, within
 
 # Long enough for a retry that should not happen to have happened.
 QUIET = 0.15
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 5.0) -> T:
-    """Await with a bound."""
-    async with asyncio.timeout(seconds):
-        return await awaitable
 
 
 class Sink:
@@ -75,13 +66,7 @@ class Sink:
         return observable.subscribe(self.on_next, self.on_error, self.on_completed)
 
     async def wait(self, seconds: float = 5.0) -> None:
-        deadline = time.monotonic() + seconds
-        pause = 0.001
-        while not self.ended.is_set():
-            if time.monotonic() > deadline:
-                pytest.fail(f"the sequence did not end within {seconds} s")
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, 0.01)
+        await eventually(self.ended.is_set, "the sequence ended", seconds)
 
 
 class Counted:

@@ -13,35 +13,7 @@ import pytest
 
 from rxbeanstalk.errors import ProtocolError
 from rxbeanstalk.protocol import MAX_BODY, MAX_LINE, Reply, ReplyParser
-
-# The 23 reply words of beanstalkd 1.12/1.13 (protocol.md 1.5).
-REPLY_WORDS = frozenset(
-    {
-        "INSERTED",
-        "BURIED",
-        "EXPECTED_CRLF",
-        "JOB_TOO_BIG",
-        "DRAINING",
-        "USING",
-        "RESERVED",
-        "DEADLINE_SOON",
-        "TIMED_OUT",
-        "DELETED",
-        "NOT_FOUND",
-        "RELEASED",
-        "TOUCHED",
-        "WATCHING",
-        "NOT_IGNORED",
-        "FOUND",
-        "KICKED",
-        "OK",
-        "PAUSED",
-        "OUT_OF_MEMORY",
-        "INTERNAL_ERROR",
-        "BAD_FORMAT",
-        "UNKNOWN_COMMAND",
-    }
-)
+from tests.conftest import REPLY_WORDS
 
 ALL_BYTES = bytes(range(256))
 LONGEST_TUBE = "a-+/;.$_()" * 20  # 200 bytes, every punctuation mark a tube name may hold
