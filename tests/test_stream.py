@@ -24,10 +24,9 @@ from rxbeanstalk import Client, Job
 from rxbeanstalk import operators as bops
 from rxbeanstalk.errors import ConnectError, JobLostError, JobSettledError, TransportError
 from rxbeanstalk.operators import Action, Outcome
-from rxbeanstalk.testing import BeanstalkdServer
+from rxbeanstalk.testing import BeanstalkdServer, FaultProxy
 from rxbeanstalk.testing.pytest_plugin import BeanstalkdFactory
 from tests.conftest import eventually, make_client, run, stat, within
-from tests.proxy import Proxy
 
 # Long enough for a lane that should stay quiet to have sent something if it were not.
 QUIET = 0.2
@@ -645,7 +644,7 @@ def test_dropped_connections_error_the_stream_and_return_the_jobs(
     beanstalkd: BeanstalkdServer, client: Client, rst: bool
 ) -> None:
     async def main() -> None:
-        async with Proxy(beanstalkd.port) as proxy:
+        async with FaultProxy(beanstalkd.port) as proxy:
             consumer = Client(**proxy.client_kwargs())  # type: ignore[arg-type]
             try:
                 await within(client.put_many(bodies(5)))
@@ -797,7 +796,7 @@ def test_rx_retry_reconnects_with_a_fresh_session(
     beanstalkd: BeanstalkdServer, client: Client
 ) -> None:
     async def main() -> None:
-        async with Proxy(beanstalkd.port) as proxy:
+        async with FaultProxy(beanstalkd.port) as proxy:
             consumer = Client(**proxy.client_kwargs())  # type: ignore[arg-type]
             try:
                 await within(client.put_many(bodies(4)))
@@ -834,12 +833,12 @@ def test_retry_with_backoff_survives_repeated_drops(
         await asyncio.sleep(0.02)
         handled[job.body] += 1
 
-    async def main() -> tuple[Proxy, list[Outcome], dict[str, str], list[int]]:
+    async def main() -> tuple[FaultProxy, list[Outcome], dict[str, str], list[int]]:
         # The test's own client talks to the server directly: it is the anchor that
         # keeps the tube (and its counters) alive, and it puts the jobs.
         await within(client.use(tube))
         await within(client.put_many(bodies(total)))
-        async with Proxy(beanstalkd.port) as proxy:
+        async with FaultProxy(beanstalkd.port) as proxy:
             consumer = Client(**proxy.client_kwargs())  # type: ignore[arg-type]
             got = Recorder()
             stream = consumer.reserve_stream(tubes=[tube], max_in_flight=4)
@@ -885,8 +884,8 @@ def test_retry_with_backoff_survives_repeated_drops(
 def test_the_proxy_sees_a_settle_on_the_wrong_connection(beanstalkd: BeanstalkdServer) -> None:
     """The proxy's own check: a delete sent where the job was not reserved is flagged."""
 
-    async def main() -> Proxy:
-        async with Proxy(beanstalkd.port) as proxy:
+    async def main() -> FaultProxy:
+        async with FaultProxy(beanstalkd.port) as proxy:
             beanstalkd.query(b"put 0 0 60 1\r\nx\r\n")
             a_reader, a_writer = await within(asyncio.open_connection("127.0.0.1", proxy.port))
             b_reader, b_writer = await within(asyncio.open_connection("127.0.0.1", proxy.port))
