@@ -10,7 +10,9 @@ Commands are pipelined on one connection; reserves run on connections of their o
 """
 
 from ._client import Client
+from ._cluster import Cluster, ClusterSummary
 from ._job import Job
+from ._job_ref import JobRef
 from .errors import (
     BadFormatError,
     BeanstalkError,
@@ -58,6 +60,8 @@ __all__ = [
     "BeanstalkError",
     "BuriedError",
     "Client",
+    "Cluster",
+    "ClusterSummary",
     "CommandError",
     "CommandTimeoutError",
     "ConnectError",
@@ -69,6 +73,7 @@ __all__ = [
     "InvalidArgumentError",
     "Job",
     "JobLostError",
+    "JobRef",
     "JobSettledError",
     "JobState",
     "JobStats",
