@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar, cast
 
@@ -90,7 +91,7 @@ class ObserverEmitter(Emitter):
     allowed to break the connection.
     """
 
-    __slots__ = ("_on_completed", "_on_error", "_on_next")
+    __slots__ = ("_context", "_entered", "_on_completed", "_on_error", "_on_next")
 
     def __init__(
         self,
@@ -103,6 +104,22 @@ class ObserverEmitter(Emitter):
         self._on_next = on_next
         self._on_error = on_error
         self._on_completed = on_completed
+        # Replies arrive in the context the connection was opened in; callbacks run in
+        # the subscriber's, as asyncio's own callbacks do. (ipykernel tells notebook cells
+        # apart by context variables: without this, a print in on_next lands in the cell
+        # that first opened the connection.)
+        self._context = contextvars.copy_context()
+        self._entered = False
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        if self._entered:  # a callback that makes this emitter emit again: already inside
+            callback(*args)
+            return
+        self._entered = True
+        try:
+            self._context.run(callback, *args)
+        finally:
+            self._entered = False
 
     @property
     def has_error_handler(self) -> bool:
@@ -113,7 +130,7 @@ class ObserverEmitter(Emitter):
         if self.done or self._on_next is None:
             return
         try:
-            self._on_next(value)
+            self._call(self._on_next, value)
         except Exception as error:
             _report(error, "exception in on_next")
 
@@ -123,7 +140,7 @@ class ObserverEmitter(Emitter):
         self.done = True
         if self._on_completed is not None:
             try:
-                self._on_completed()
+                self._call(self._on_completed)
             except Exception as error:
                 _report(error, "exception in on_completed")
 
@@ -135,7 +152,7 @@ class ObserverEmitter(Emitter):
             _report(error, "unhandled error (subscribe with on_error to handle it)")
             return
         try:
-            self._on_error(cast(Exception, error))
+            self._call(self._on_error, cast(Exception, error))
         except Exception as raised:
             _report(raised, "exception in on_error")
 

@@ -6,6 +6,7 @@ Also loop binding, unix sockets, context managers, and disposing a pending reser
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from typing import Any
 
@@ -32,6 +33,7 @@ from tests.conftest import (
     run,
     stat,
     wait_until,
+    within,
 )
 
 
@@ -391,3 +393,43 @@ def test_disposing_a_put_still_keeps_the_connection_in_sync(
         "total-jobs": 2,
         "total-connections": 1,  # the same connection carried both
     }
+
+
+_WHO = contextvars.ContextVar("who", default="nobody")
+
+
+def test_callbacks_run_in_the_subscribers_context(beanstalkd: BeanstalkdServer) -> None:
+    """A reply is read in the context that opened the connection; callbacks get their own.
+
+    Notebook kernels route output by context variables, so this decides which cell a
+    print in ``on_next`` lands in.
+    """
+    client = make_client(beanstalkd)
+    seen: list[tuple[str, str]] = []
+
+    async def opener() -> None:
+        _WHO.set("opener")
+        await client.put(b"first")  # opens the command connection in this context
+
+    async def subscriber(name: str) -> None:
+        _WHO.set(name)
+        done = asyncio.get_running_loop().create_future()
+        client.put(b"x").subscribe(
+            on_next=lambda _: seen.append(("next", _WHO.get())),
+            on_completed=lambda: (seen.append(("completed", _WHO.get())), done.set_result(0)),
+        )
+        await within(done)
+
+    async def main() -> None:
+        await asyncio.create_task(opener())
+        await asyncio.gather(
+            asyncio.create_task(subscriber("cell 2")), asyncio.create_task(subscriber("cell 3"))
+        )
+
+    run(main(), client)
+    assert sorted(seen) == [
+        ("completed", "cell 2"),
+        ("completed", "cell 3"),
+        ("next", "cell 2"),
+        ("next", "cell 3"),
+    ]
