@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import threading
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar, cast
 
@@ -241,10 +242,26 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
     """
 
     def __init__(self, binding: LoopBinding, start: Start, argument: Any) -> None:
-        super().__init__()
+        # Not super().__init__(): it allocates an RLock per command, which only a few
+        # operators ever take (``lock`` below makes one when first asked), and sets a
+        # subscribe function this class does not use.
+        self._subscribe = None
         self._binding = binding
         self._start = start
         self._argument = argument
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock some reactivex operators take on their source, made on first use."""
+        lock: threading.RLock | None = self.__dict__.get("_lock")
+        if lock is None:
+            # setdefault is atomic: two threads asking at once get the same lock.
+            lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
+
+    @lock.setter
+    def lock(self, value: threading.RLock) -> None:
+        self.__dict__["_lock"] = value
 
     def subscribe(
         self,
@@ -263,14 +280,17 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
             A disposable: disposing abandons interest (the reply is still read and
             dropped; a reserve in progress is cancelled and its job, if any, returned).
         """
-        if isinstance(on_next, abc.ObserverBase) or hasattr(on_next, "on_next"):
-            observer = cast(abc.ObserverBase[T], on_next)
+        # Duck typing rather than an ABC isinstance check, and string casts: both run on
+        # every command, and the runtime forms cost more than the rest of subscribe.
+        observer_next = getattr(on_next, "on_next", None)
+        if observer_next is not None:
+            observer = cast("abc.ObserverBase[T]", on_next)
             emitter = ObserverEmitter(
-                self._binding, observer.on_next, observer.on_error, observer.on_completed
+                self._binding, observer_next, observer.on_error, observer.on_completed
             )
         else:
             emitter = ObserverEmitter(
-                self._binding, cast(Callable[[Any], None] | None, on_next), on_error, on_completed
+                self._binding, cast("Callable[[Any], None] | None", on_next), on_error, on_completed
             )
         try:
             self._binding.bind()
