@@ -215,11 +215,14 @@ def process(
 
             def finished(task: asyncio.Task[Outcome]) -> None:
                 in_flight.discard(task)
-                if state["stopped"]:
-                    return
                 if task.cancelled():
                     return
+                # Retrieved before the stopped check: a settle that failed after the
+                # pipeline ended (another job's connection error came first) would
+                # otherwise be logged as "Task exception was never retrieved".
                 error = task.exception()
+                if state["stopped"]:
+                    return
                 if error is not None:  # settling itself failed: a connection problem
                     state["stopped"] = True
                     observer.on_error(error)  # type: ignore[arg-type]

@@ -170,6 +170,7 @@ def test_cut_mid_body_forwards_half_a_body_then_resets(beanstalkd: BeanstalkdSer
         async with FaultProxy(beanstalkd.port) as proxy:
             streams = await connect(proxy)
             proxy.cut_mid_body(0.5)
+            assert proxy.armed
             streams[1].write(b"reserve\r\n")
             got = b""
             async with asyncio.timeout(5):
@@ -179,6 +180,7 @@ def test_cut_mid_body_forwards_half_a_body_then_resets(beanstalkd: BeanstalkdSer
                 except ConnectionResetError:
                     pass
             assert proxy.links[0].closed
+            assert not proxy.armed
             return got
 
     assert run(main()) == b"RESERVED 1 1000\r\n" + b"x" * 500

@@ -378,6 +378,11 @@ class FaultProxy:
         """Whether forwarding is stalled."""
         return not self._flowing.is_set()
 
+    @property
+    def armed(self) -> bool:
+        """Whether a ``cut_mid_body`` or ``inject_garbage`` still waits for its reply."""
+        return self._cut is not None or self._garbage is not None
+
     def set_rate(self, bytes_per_second: int | None) -> None:
         """Forward at most ``bytes_per_second`` in each direction (``None``: full speed)."""
         if bytes_per_second is not None and bytes_per_second <= 0:
