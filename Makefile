@@ -5,9 +5,13 @@
 #   make lint    ruff check, ruff format --check, mypy --strict
 #   make test    deps + both environments + lint + pytest in .venv, then in .venv-rx4
 #   make demo    run the demo (python -m rxbeanstalk.demo) against a private beanstalkd
+#   make bench   benchmark suite vs greenstalk, aiostalk and a RAW client (.venv-bench)
+#   make soak    soak under chaos: 100k jobs drop, 100k mixed, binlog kill -9 (soak/results/)
+#   make notebooks  run every notebooks/*.ipynb top to bottom with nbclient (.venv-nb)
 #   make clean   remove environments, caches and build output
 #
 # Extra pytest arguments: make test PYTEST_ARGS='-k reserve -x'
+# Extra benchmark arguments: make bench BENCH_ARGS='--quick' (python -m benchmarks --help)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,12 +24,15 @@ PIP := pip install -q --disable-pip-version-check
 
 VENV := .venv
 VENV_RX4 := .venv-rx4
+VENV_BENCH := .venv-bench
+VENV_NB := .venv-nb
 # Each environment is stamped; the stamp is older than pyproject.toml => rebuild it.
 STAMP := .rxbeanstalk-stamp
 
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: deps lint test demo clean $(VENV) $(VENV_RX4)
+.PHONY: deps lint test demo bench soak notebooks clean $(VENV) $(VENV_RX4) $(VENV_BENCH) $(VENV_NB)
 
 deps:
 	@if command -v beanstalkd >/dev/null 2>&1; then \
@@ -55,6 +62,8 @@ deps:
 
 $(VENV): $(VENV)/$(STAMP)
 $(VENV_RX4): $(VENV_RX4)/$(STAMP)
+$(VENV_BENCH): $(VENV_BENCH)/$(STAMP)
+$(VENV_NB): $(VENV_NB)/$(STAMP)
 
 # reactivex 6.x line, with the lint tools.
 $(VENV)/$(STAMP): pyproject.toml
@@ -72,6 +81,14 @@ $(VENV_RX4)/$(STAMP): pyproject.toml
 	$(VENV_RX4)/bin/$(PIP) -e '.[test,asyncrx]' 'reactivex==4.1.*'
 	@touch $@
 
+# The benchmark line: the project plus the peer clients it is measured against.
+$(VENV_BENCH)/$(STAMP): pyproject.toml benchmarks/requirements.txt
+	@echo "venv: building $(VENV_BENCH) with $(PYTHON) (benchmarks: greenstalk, aiostalk)"
+	rm -rf $(VENV_BENCH)
+	$(PYTHON) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/$(PIP) -e . -r benchmarks/requirements.txt
+	@touch $@
+
 # --- checks -----------------------------------------------------------------------------------
 
 lint: $(VENV)
@@ -86,7 +103,36 @@ test: deps $(VENV) $(VENV_RX4) lint
 demo: deps $(VENV)
 	$(VENV)/bin/python -m rxbeanstalk.demo
 
+bench: deps $(VENV_BENCH)
+	$(VENV_BENCH)/bin/python -m benchmarks $(BENCH_ARGS)
+
+# The full soak (docs/reliability.md): 100k jobs under drop chaos (a fault every 2-3 s),
+# 100k under mixed chaos (every 1.5-2.5 s, so each of the 11 kinds comes up), and 100k
+# with beanstalkd -b, a kill -9 + restart and drops. Each run prints its table and writes
+# soak/results/NAME.json; all three run, and the target fails if any broke an invariant.
+soak: deps $(VENV)
+	@status=0; \
+	$(VENV)/bin/python -m soak --jobs 100000 --chaos drop || status=1; \
+	$(VENV)/bin/python -m soak --jobs 100000 --chaos mixed --period 1.5 2.5 || status=1; \
+	$(VENV)/bin/python -m soak --jobs 100000 --chaos drop --binlog || status=1; \
+	exit $$status
+
 clean:
-	rm -rf $(VENV) $(VENV_RX4) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_RX4) $(VENV_BENCH) $(VENV_NB) build dist .pytest_cache .mypy_cache .ruff_cache \
+	    .hypothesis
 	find . -path ./.git -prune -o \( -name '*.egg-info' -o -name __pycache__ \) -type d -prune \
 	    -exec rm -rf {} +
+
+# --- notebooks --------------------------------------------------------------------------------
+
+# The notebook line: the project plus nbclient, ipykernel and matplotlib.
+$(VENV_NB)/$(STAMP): pyproject.toml notebooks/requirements.txt
+	@echo "venv: building $(VENV_NB) with $(PYTHON) (notebooks: nbclient, ipykernel, matplotlib)"
+	rm -rf $(VENV_NB)
+	$(PYTHON) -m venv $(VENV_NB)
+	$(VENV_NB)/bin/$(PIP) -e . -r notebooks/requirements.txt
+	@touch $@
+
+# Each notebook starts its own throwaway beanstalkd; a cell error or a cell over 60 s fails.
+notebooks: deps $(VENV_NB)
+	$(VENV_NB)/bin/python notebooks/run.py --timeout 60
