@@ -413,10 +413,14 @@ def test_callbacks_run_in_the_subscribers_context(beanstalkd: BeanstalkdServer) 
 
     async def subscriber(name: str) -> None:
         _WHO.set(name)
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def completed() -> None:
+            seen.append(("completed", _WHO.get()))
+            done.set_result(None)
+
         client.put(b"x").subscribe(
-            on_next=lambda _: seen.append(("next", _WHO.get())),
-            on_completed=lambda: (seen.append(("completed", _WHO.get())), done.set_result(0)),
+            on_next=lambda _: seen.append(("next", _WHO.get())), on_completed=completed
         )
         await within(done)
 
