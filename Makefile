@@ -8,6 +8,7 @@
 #   make bench   benchmark suite vs greenstalk, aiostalk and a RAW client (.venv-bench)
 #   make soak    soak under chaos: 100k jobs drop, 100k mixed, binlog kill -9 (soak/results/)
 #   make notebooks  run every notebooks/*.ipynb top to bottom with nbclient (.venv-nb)
+#   make docs    build the documentation site, notebooks executed (docs/_build/html, .venv-docs)
 #   make clean   remove environments, caches and build output
 #
 # Extra pytest arguments: make test PYTEST_ARGS='-k reserve -x'
@@ -26,13 +27,15 @@ VENV := .venv
 VENV_RX4 := .venv-rx4
 VENV_BENCH := .venv-bench
 VENV_NB := .venv-nb
+VENV_DOCS := .venv-docs
 # Each environment is stamped; the stamp is older than pyproject.toml => rebuild it.
 STAMP := .rxbeanstalk-stamp
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: deps lint test demo bench soak notebooks clean $(VENV) $(VENV_RX4) $(VENV_BENCH) $(VENV_NB)
+.PHONY: deps lint test demo bench soak notebooks docs clean $(VENV) $(VENV_RX4) $(VENV_BENCH) \
+    $(VENV_NB) $(VENV_DOCS)
 
 deps:
 	@if command -v beanstalkd >/dev/null 2>&1; then \
@@ -64,6 +67,7 @@ $(VENV): $(VENV)/$(STAMP)
 $(VENV_RX4): $(VENV_RX4)/$(STAMP)
 $(VENV_BENCH): $(VENV_BENCH)/$(STAMP)
 $(VENV_NB): $(VENV_NB)/$(STAMP)
+$(VENV_DOCS): $(VENV_DOCS)/$(STAMP)
 
 # reactivex 6.x line, with the lint tools.
 $(VENV)/$(STAMP): pyproject.toml
@@ -92,8 +96,8 @@ $(VENV_BENCH)/$(STAMP): pyproject.toml benchmarks/requirements.txt
 # --- checks -----------------------------------------------------------------------------------
 
 lint: $(VENV)
-	$(VENV)/bin/ruff check rxbeanstalk tests
-	$(VENV)/bin/ruff format --check rxbeanstalk tests
+	$(VENV)/bin/ruff check rxbeanstalk tests soak benchmarks notebooks docs
+	$(VENV)/bin/ruff format --check rxbeanstalk tests soak benchmarks notebooks docs
 	$(VENV)/bin/mypy --strict
 
 test: deps $(VENV) $(VENV_RX4) lint
@@ -136,3 +140,25 @@ $(VENV_NB)/$(STAMP): pyproject.toml notebooks/requirements.txt
 # Each notebook starts its own throwaway beanstalkd; a cell error or a cell over 60 s fails.
 notebooks: deps $(VENV_NB)
 	$(VENV_NB)/bin/python notebooks/run.py --timeout 60
+
+# --- documentation ----------------------------------------------------------------------------
+
+# The docs line: the project plus Sphinx, myst-nb (with a kernel and matplotlib) and
+# aioreactive for the asyncrx reference; so reactivex 4.x, as in .venv-rx4.
+$(VENV_DOCS)/$(STAMP): pyproject.toml docs/requirements.txt
+	@echo "venv: building $(VENV_DOCS) with $(PYTHON) (docs: sphinx, myst-nb, furo, aioreactive)"
+	rm -rf $(VENV_DOCS)
+	$(PYTHON) -m venv $(VENV_DOCS)
+	$(VENV_DOCS)/bin/$(PIP) -e . -r docs/requirements.txt
+	@echo '*' > $(VENV_DOCS)/.gitignore  # keeps the environment out of git status
+	@touch $@
+
+# Always a full build (-E: every page read again, every notebook executed against its own
+# throwaway beanstalkd), so a warning can never hide in an incremental one. -W: any warning
+# fails; -n: every cross-reference must resolve. The kernel is the one in .venv-docs
+# (JUPYTER_PATH first), whatever other "python3" kernels are installed.
+docs: deps $(VENV_DOCS)
+	@mkdir -p docs/_build && echo '*' > docs/_build/.gitignore
+	JUPYTER_PATH=$(CURDIR)/$(VENV_DOCS)/share/jupyter \
+	    $(VENV_DOCS)/bin/sphinx-build -E -W --keep-going -n -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
