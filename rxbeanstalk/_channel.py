@@ -2,20 +2,25 @@
 
 A ``Channel`` owns at most one open ``Connection`` at a time. When that connection is
 gone, the next command opens a new one, with capped exponential backoff after failed
-attempts (none before the first, so a wrong address fails fast). Commands that were in
-flight on the lost connection already failed with ``ConnectionLostError``; nothing is
-ever sent again by itself.
+attempts (none before the first, so a wrong address fails fast). A connection that
+closes before any reply arrived (reset at once, silent) counts as a failed attempt too,
+else a server that accepts and resets would be reconnected to in a hot loop. Commands
+that were in flight on the lost connection already failed with ``ConnectionLostError``;
+nothing is ever sent again by itself.
 
-Tube state is restored lazily but strictly before it matters: every command states the
-used tube and the watch list it depends on, and the channel sends ``use``, ``watch`` and
+Tube state is applied strictly before it matters: every command states the used tube
+and the watch list it depends on, and the channel sends ``use``, ``watch`` and
 ``ignore`` first when the connection's state differs. A fresh connection starts at
-``default``, so after a reconnect the first dependent command brings the state back.
+``default``; a channel given its owner's ``state`` restores it on every reconnect as
+the first thing sent, before any other command (so even a command that does not
+depend on it, like ``stats``, never runs ahead of the restore).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from types import EllipsisType
 from typing import Any, NamedTuple
 
@@ -70,12 +75,21 @@ class Channel:
         address: Server address and timeouts.
         backoff_base: First delay after a failed connect, in seconds.
         backoff_cap: Longest delay between connect attempts, in seconds.
+        state: The owner's ``(used tube, watch list)`` now, restored first on every
+            reconnect; ``None`` applies it only before the commands that depend on it.
     """
 
     def __init__(
-        self, address: Address, *, backoff_base: float = 0.05, backoff_cap: float = 2.0
+        self,
+        address: Address,
+        *,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 2.0,
+        state: Callable[[], tuple[str, tuple[str, ...]]] | None = None,
     ) -> None:
         self.address = address
+        self._state = state
+        self._connected_before = False
         self.connection: Connection | None = None
         self.closed = False
         self._waiting: list[_Queued] = []
@@ -135,6 +149,12 @@ class Channel:
         used: str | None,
         watch: tuple[str, ...] | None,
     ) -> None:
+        self._apply_state(conn, used, watch)
+        conn.send(command, sink, timeout)
+
+    def _apply_state(
+        self, conn: Connection, used: str | None, watch: tuple[str, ...] | None
+    ) -> None:
         state_timeout = self.address.command_timeout
         if used is not None and conn.used != used:
             conn.send(Use(used), _STATE_SINK, state_timeout)
@@ -147,7 +167,6 @@ class Channel:
                 if tube not in watch:
                     conn.send(Ignore(tube), _STATE_SINK, state_timeout)
             conn.watched = watch  # same set; keep the caller's order for the next compare
-        conn.send(command, sink, timeout)
 
     def _backoff(self, now: float) -> float:
         if self._failures == 0:
@@ -184,11 +203,26 @@ class Channel:
             conn.close()
             self._fail_waiting(ConnectionLostError("the client is closed"))
             return
-        self._failures = 0
+        conn.on_close(self._connection_closed)
         self.connection = conn
+        if self._connected_before and self._state is not None:
+            # A reconnect: the used tube and the watch list go first, ahead of anything
+            # queued, as the server would otherwise run those commands in ``default``.
+            self._apply_state(conn, *self._state())
+        self._connected_before = True
         waiting, self._waiting = self._waiting, []
         for item in waiting:
             self._send_on(conn, *item)
+
+    def _connection_closed(self, conn: Connection) -> None:
+        # Only a connection that got a reply proves the server is back: one reset at
+        # once (or silent until its deadline) is a failed attempt, so the next connect
+        # backs off instead of looping hot.
+        if conn.replied:
+            self._failures = 0
+        else:
+            self._failures += 1
+            self._failed_at = conn.loop.time()
 
     def _fail_waiting(self, error: BaseException) -> None:
         waiting, self._waiting = self._waiting, []

@@ -12,9 +12,11 @@ from ._channel import Address, Channel
 from ._connection import Connection, Sink
 from ._iter import ReserveIterator
 from ._job import Holder, Job
+from ._lane import RESERVE_WAIT
 from ._loop import LoopBinding
 from ._observable import CommandObservable, Emitter
 from ._reservations import Reservations
+from ._stats_stream import StatsStream, make_stats_stream
 from ._stream import ReserveStream
 from .errors import (
     ConnectionLostError,
@@ -50,7 +52,6 @@ from .protocol import (
     RawCommand,
     Release,
     Reply,
-    Reserve,
     ReserveJob,
     ReserveWithTimeout,
     ServerStats,
@@ -155,7 +156,7 @@ class Client:
             check.integer(max_body_size, "max_body_size", 0, MAX_BODY),
         )
         self._binding = LoopBinding(self._reset)
-        self._commands = Channel(self._address)
+        self._commands = Channel(self._address, state=self._tube_state)
         self._reservations = Reservations(self._address)
         self._held: dict[int, Job] = {}
         self._closed = False
@@ -185,9 +186,13 @@ class Client:
         """The event loop the client is bound to, once it was first used."""
         return self._binding.loop
 
+    def _tube_state(self) -> tuple[str, tuple[str, ...]]:
+        # What the command connection restores first after a reconnect.
+        return self._used, self._watch
+
     def _reset(self) -> None:
         # The old loop was closed: its connections died with it.
-        self._commands = Channel(self._address)
+        self._commands = Channel(self._address, state=self._tube_state)
         self._reservations = Reservations(self._address)
         self._held.clear()
 
@@ -369,22 +374,38 @@ class Client:
 
         Args:
             timeout: Seconds to wait (rounded up to whole seconds); ``None`` waits for
-                ever; ``0`` only takes a job that is ready now.
+                ever (for a job: a silent server still fails it, see below); ``0`` only
+                takes a job that is ready now.
+
+        Without a timeout it is sent as ``reserve-with-timeout 5`` again after each
+        ``TIMED_OUT``, so that every wait has a deadline: a server that went silent (or
+        a half-open connection) fails it with ``CommandTimeoutError`` within 5 s plus
+        ``command_timeout``, where a bare ``reserve`` would wait for ever.
 
         Raises:
             InvalidArgumentError: a negative or too large timeout (at call time).
         """
         if timeout is None:
-            return self._observe(self._reserve, (Reserve(), None))
+            forever = ReserveWithTimeout(RESERVE_WAIT)
+            return self._observe(
+                self._reserve, (forever, RESERVE_WAIT + self._address.command_timeout, True)
+            )
         command = ReserveWithTimeout(timeout)  # type: ignore[arg-type]
         return self._observe(
-            self._reserve, (command, command.seconds + self._address.command_timeout)
+            self._reserve, (command, command.seconds + self._address.command_timeout, False)
         )
 
-    def _reserve(self, argument: tuple[Command[JobData], float | None], emitter: Emitter) -> None:
-        command, timeout = argument
+    def _reserve(
+        self, argument: tuple[Command[JobData], float | None, bool], emitter: Emitter
+    ) -> None:
+        command, timeout, repeat = argument
         self._reservations.reserve(
-            command, emitter, timeout=timeout, watch=self._watch, make_job=self._make_job
+            command,
+            emitter,
+            timeout=timeout,
+            watch=self._watch,
+            make_job=self._make_job,
+            repeat=repeat,
         )
 
     def reserve_job(self, job_id: int) -> CommandObservable[Job]:
@@ -393,7 +414,9 @@ class Client:
         Raises:
             InvalidArgumentError: a bad id (at call time).
         """
-        return self._observe(self._reserve, (ReserveJob(job_id), self._address.command_timeout))
+        return self._observe(
+            self._reserve, (ReserveJob(job_id), self._address.command_timeout, False)
+        )
 
     def watch(self, tube: str) -> CommandObservable[int]:
         """Add ``tube`` to the watch list (cold; emits the number of watched tubes).
@@ -507,7 +530,8 @@ class Client:
         if how is not None:
             job._settled = how
             self._held.pop(job.id, None)
-        conn.send(command, _Settle(job, how, emitter), self._address.command_timeout)
+        sink = _Touched(job, emitter) if isinstance(command, Touch) else _Settle(job, how, emitter)
+        conn.send(command, sink, self._address.command_timeout)
         if how is not None:
             holder.job_settling(job)  # after the send: a lane's next reserve goes behind it
 
@@ -698,6 +722,49 @@ class Client:
         """
         return self._observe(self._settle, (job, None, StatsJob(self._id(job))))
 
+    def stats_stream(
+        self, interval: float = 1.0, tubes: Sequence[str] | None = None
+    ) -> StatsStream:
+        """Periodic ``StatsSnapshot``s of the server and its tubes (cold, endless).
+
+        ::
+
+            client.stats_stream(1.0, tubes=["emails"]).pipe(
+                ops.map(lambda snap: snap.tube("emails").current_jobs_ready),
+            ).subscribe(print)
+
+        Each subscription emits a first snapshot at once, then one every ``interval``
+        seconds, from a timer on the client's event loop (no thread), and never
+        completes. A round sends ``stats`` and a ``stats-tube`` per tube, pipelined on
+        the command connection (``tubes=None`` asks ``list-tubes`` first, each round);
+        rounds never overlap, so a slow server delays the next one. A tube that does not
+        exist at that moment is left out of ``StatsSnapshot.tubes``. Disposing cancels
+        the timer: nothing stays scheduled.
+
+        A failed round ends the stream with its error in ``on_error``, typed like any
+        command's: ``CommandTimeoutError`` (a silent server), ``ConnectError`` or
+        ``ConnectionLostError`` (``TransportError``), ``ProtocolError``,
+        ``ServerError``. To keep watching through outages, pipe it into
+        ``rxbeanstalk.operators.retry_with_backoff()``, which subscribes again (a new
+        first snapshot at once, then the interval).
+
+        The stream never ends, so ``await`` and ``.run()`` on it raise ``TypeError``:
+        use ``stream.pipe(ops.take(n))`` to wait for values.
+
+        Args:
+            interval: Seconds between snapshots (> 0).
+            tubes: The tubes to include; ``None`` for every tube on the server (from
+                ``list-tubes``, each round); empty for the server's stats only.
+
+        Returns:
+            The cold stream of ``StatsSnapshot``.
+
+        Raises:
+            InvalidArgumentError: a bad interval or tube name, or ``tubes`` is a
+                ``str`` (at call time).
+        """
+        return make_stats_stream(self._binding, self._send, interval, tubes)
+
     def list_tubes(self) -> CommandObservable[list[str]]:
         """Every tube on the server (cold)."""
         return self._observe(self._send, ListTubes())
@@ -772,6 +839,26 @@ class _Settle:
         elif isinstance(error, ConnectionLostError) and not isinstance(error, JobLostError):
             error = _lost(self.job, f"its connection was lost ({error})", error)
         self.emitter.reject(error)
+
+
+class _Touched(_Settle):
+    """Outcome of a ``touch`` of a held job.
+
+    The holder polices the job's TTR itself (the server can miss it on an idle
+    connection), so it must hear that the TTR started again: else it would take a job
+    its handler keeps touching for lost, and reserve again on a connection still holding it.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, job: Job, emitter: Sink) -> None:
+        super().__init__(job, None, emitter)
+
+    def resolve(self, value: Any) -> None:
+        holder = self.job._holder
+        if holder is not None:
+            holder.job_touched(self.job)
+        super().resolve(value)
 
 
 def _lost(job: Job, why: str, cause: BaseException) -> JobLostError:

@@ -110,6 +110,9 @@ class Connection(asyncio.Protocol):
         self.watched: tuple[str, ...] = (DEFAULT_TUBE,)
         self.closed = False
         self.close_reason: BaseException | None = None
+        # Whether a reply ever arrived: a connection that closes without one (reset at
+        # once, silent, garbage) was a failed attempt, and the channel backs off.
+        self.replied = False
         self._parser = ReplyParser(max_body=max_body)
         self._pending: deque[_Pending] = deque()
         self._out: list[bytes] = []
@@ -141,6 +144,7 @@ class Connection(asyncio.Protocol):
                 if not pending:
                     raise ProtocolError(f"unexpected reply {reply.status} with no command pending")
                 item = pending.popleft()
+                self.replied = True
                 command = item.command
                 try:
                     value = command.interpret(reply)

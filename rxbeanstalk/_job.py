@@ -12,13 +12,17 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .protocol import JobStats
+from .protocol import JobStats, _html
 
 if TYPE_CHECKING:
     from reactivex import Observable
 
     from ._client import Client
     from ._connection import Connection
+
+
+# How a settled handle reads in its repr (Job._settled holds the command's name).
+_SETTLED_STATE = {"delete": "deleted", "release": "released", "bury": "buried"}
 
 
 class Holder(Protocol):
@@ -29,6 +33,9 @@ class Holder(Protocol):
 
     def job_settled(self, job: Job) -> None:
         """That command's reply arrived (or it failed): the job is no longer held."""
+
+    def job_touched(self, job: Job) -> None:
+        """A ``touch`` of ``job`` was answered ``TOUCHED``: its TTR starts again now."""
 
 
 class Job:
@@ -57,11 +64,26 @@ class Job:
         self._settled: str | None = None
         self._lost: str | None = None
 
+    def _state(self) -> str:
+        """What this handle can still do, in a word or two (for the reprs)."""
+        if self._settled is not None:
+            return _SETTLED_STATE.get(self._settled, self._settled)
+        if self._connection is None:
+            return "peeked"  # from peek*: a copy of the job, never reserved through it
+        return "reserved" if self.reserved else "reservation lost"
+
     def __repr__(self) -> str:
-        state = "reserved" if self.reserved else ("settled" if self._settled else "peeked")
         preview = self.body[:40]
         more = "..." if len(self.body) > 40 else ""
-        return f"<Job {self.id} {state} {len(self.body)} bytes {preview!r}{more}>"
+        return f"<Job {self.id} {self._state()} {len(self.body)} bytes {preview!r}{more}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: id, state and size, then the start of the body."""
+        return _html.compact(
+            f"job {self.id}",
+            [("state", self._state()), ("bytes", len(self.body))],
+            pre=_html.body_preview(self.body),
+        )
 
     @property
     def text(self) -> str:

@@ -11,9 +11,11 @@ plus a grace, not hours later.
 
 The server's own TTR expiry is unreliable on an idle connection (beanstalkd <= 1.13 can
 miss it), so a lane polices the deadline of the job it holds: after a second it asks
-``stats-job`` for the TTR, and once the TTR has passed it treats the reservation as lost
-and reserves again (any command on the connection makes the server release the job).
-With ``auto_touch`` it asks for the TTR at once and touches the job before it runs out.
+``stats-job`` for the TTR, and once the TTR has passed since the reserve (or the last
+touch) it treats the reservation as lost, sends ``stats-job`` once more (a command that
+is not about the job makes the server release it at once; a touch or a delete would
+rescue it), and reserves again. With ``auto_touch`` it asks for the TTR at once and
+touches the job before it runs out.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Lane:
         "_auto_touch",
         "_client",
         "_listener",
+        "_since",
         "_timer",
         "_ttr",
         "_watch",
@@ -120,6 +123,9 @@ class Lane:
         self._auto_touch = auto_touch
         self._timer: asyncio.TimerHandle | None = None
         self._ttr = 0.0
+        # When the held job's TTR last started (its reserve or touch reply arrived): the
+        # server's deadline is at most this plus the TTR.
+        self._since = 0.0
         self.conn: Connection | None = None
         self.job: Job | None = None
         self.reserving = False
@@ -182,6 +188,8 @@ class Lane:
         job = Job(data.id, data.body, self._client, conn, self)
         self.job = job
         loop = conn.loop
+        self._since = loop.time()
+        self._ttr = 0.0
         if self._auto_touch:
             conn.send(StatsJob(data.id), _Stats(self, job), self._address.command_timeout)
         else:
@@ -240,7 +248,18 @@ class Lane:
             delay = max(0.0, stats.time_left - min(1.0, self._ttr / 2))
             self._timer = loop.call_later(delay, self._touch, job)
         else:
-            self._timer = loop.call_later(stats.time_left + _EXPIRY_GRACE, self._expire, job)
+            self._plan_expiry(job)
+
+    def _plan_expiry(self, job: Job) -> None:
+        # From the reserve (or last touch), not from time-left: the server reports whole
+        # seconds, rounded down, and a job taken for lost up to a second early would be
+        # refused to its handler and reserved over (DEADLINE_SOON) while still held.
+        assert self.conn is not None
+        loop = self.conn.loop
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, self._since + self._ttr + _EXPIRY_GRACE - loop.time())
+        self._timer = loop.call_later(delay, self._expire, job)
 
     def _touch(self, job: Job) -> None:
         self._timer = None
@@ -251,13 +270,27 @@ class Lane:
     def touched(self, job: Job) -> None:
         """The held job was touched: plan the next touch."""
         if job is self.job and self.conn is not None:
+            self._since = self.conn.loop.time()
             delay = max(0.1, self._ttr - min(1.0, self._ttr / 2))
             self._timer = self.conn.loop.call_later(delay, self._touch, job)
+
+    def job_touched(self, job: Job) -> None:
+        """``Holder``: the handler touched ``job``; its TTR starts again."""
+        if job is not self.job or self.conn is None:
+            return
+        self._since = self.conn.loop.time()
+        if not self._auto_touch and self._ttr:
+            self._plan_expiry(job)  # (before the TTR is known, the first check plans it)
 
     def _expire(self, job: Job) -> None:
         self._timer = None
         if job is self.job:
             job._lost = "its TTR ran out before it was settled"
+            if self.conn is not None:
+                # The server may have missed the TTR on this idle connection (the
+                # TTR-miss bug): a command not about the job makes it let the job go now,
+                # even if nobody pulls again (reserve_iter). Bounded by command_timeout.
+                self.conn.send(StatsJob(job.id), _STATE, self._address.command_timeout)
             self._release_credit()
 
     # -- closing ----------------------------------------------------------------------

@@ -6,18 +6,28 @@ reserve. A connection that holds a reserved job takes no new reserve until that 
 settled (else the job's ``delete`` would wait behind it); then it goes back to a small
 idle pool. Cancelling a reserve closes its connection: the server stops waiting at once,
 and returns the job if one was already on its way.
+
+A reserve without a timeout goes out as ``reserve-with-timeout`` in a loop (each
+``TIMED_OUT`` sends the next one), so a silent or half-open server fails it within
+``RESERVE_WAIT`` plus ``command_timeout`` instead of hanging it for ever. A held job's
+TTR is policed here as in a lane: the server can miss it on an idle connection, so once
+it has passed without a settle the job is marked lost and its connection closed, which
+hands the job back at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from ._channel import Address, Channel
 from ._connection import Connection
 from ._job import Job
+from ._lane import _EXPIRY_GRACE, _FIRST_CHECK
 from ._observable import Emitter
-from .protocol import Command, JobData
+from .errors import TimedOutError
+from .protocol import Command, JobData, JobStats, StatsJob
 
 
 class ReservingChannel(Channel):
@@ -28,20 +38,100 @@ class ReservingChannel(Channel):
         self.pool = pool
         self.held = 0
         self.busy = False
+        # The TTR watchdog of the job held here (one at most: a holding channel is never
+        # lent out): when its TTR last started, the TTR once known, the next check.
+        self._job: Job | None = None
+        self._since = 0.0
+        self._ttr = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def hold(self, job: Job) -> None:
+        """``job`` was just reserved here: look at its TTR in a second."""
+        loop = asyncio.get_running_loop()
+        self._job = job
+        self._since = loop.time()
+        self._ttr = 0.0
+        self._plan(loop, _FIRST_CHECK, self._check)
+
+    def _plan(
+        self, loop: asyncio.AbstractEventLoop, delay: float, then: Callable[[], None]
+    ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_later(delay, then)
+
+    def _check(self) -> None:
+        self._timer = None
+        job = self._job
+        if job is not None and job.reserved and job._connection is not None:
+            timeout = self.address.command_timeout
+            job._connection.send(StatsJob(job.id), _TtrSink(self, job), timeout)
+
+    def got_ttr(self, job: Job, ttr: int) -> None:
+        """The held job's TTR arrived: plan its expiry."""
+        if job is self._job and job.reserved:
+            self._ttr = float(ttr)
+            self._plan_expiry()
+
+    def _plan_expiry(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._since + self._ttr + _EXPIRY_GRACE - loop.time())
+        self._plan(loop, delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        job = self._job
+        if job is not None and job.reserved:
+            job._lost = "its TTR ran out before it was settled"
+            self.pool.discard(self)  # closing hands the job back, whatever the server missed
+
+    def _forget(self) -> None:
+        self._job = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def job_settling(self, job: Job) -> None:
         pass  # its reply decides: the channel is free once the server has settled it
 
     def job_settled(self, job: Job) -> None:
+        if job is self._job:
+            self._forget()
         if job._connection is not None:
             self.pool.settled(self, job._connection)
+
+    def job_touched(self, job: Job) -> None:
+        """The held job was touched: its TTR starts again now."""
+        if job is self._job:
+            self._since = asyncio.get_running_loop().time()
+            if self._ttr:
+                self._plan_expiry()
+
+    def close(self) -> None:
+        """Close for good (see ``Channel.close``); the watchdog stops."""
+        self._forget()
+        super().close()
+
+
+class _TtrSink:
+    __slots__ = ("channel", "job")
+
+    def __init__(self, channel: ReservingChannel, job: Job) -> None:
+        self.channel = channel
+        self.job = job
+
+    def resolve(self, stats: JobStats) -> None:
+        self.channel.got_ttr(self.job, stats.ttr)
+
+    def reject(self, error: BaseException) -> None:
+        pass  # a lost connection lost the job too; NOT_FOUND: it was settled meanwhile
 
 
 MakeJob = Callable[[JobData, Connection, ReservingChannel], Any]
 
 
 class _ReserveSink:
-    __slots__ = ("channel", "emitter", "make_job", "pool")
+    __slots__ = ("again", "channel", "emitter", "make_job", "pool")
 
     def __init__(
         self, pool: Reservations, channel: ReservingChannel, emitter: Emitter, make_job: MakeJob
@@ -50,6 +140,8 @@ class _ReserveSink:
         self.channel = channel
         self.emitter = emitter
         self.make_job = make_job
+        # For a reserve without a timeout: sends the next reserve-with-timeout.
+        self.again: Callable[[], None] | None = None
 
     def resolve(self, value: JobData) -> None:
         channel = self.channel
@@ -62,9 +154,14 @@ class _ReserveSink:
             return
         channel.held += 1
         self.emitter.on_cancel = None
-        self.emitter.resolve(self.make_job(value, conn, channel))
+        job = self.make_job(value, conn, channel)
+        channel.hold(job)
+        self.emitter.resolve(job)
 
     def reject(self, error: BaseException) -> None:
+        if self.again is not None and isinstance(error, TimedOutError) and not self.emitter.done:
+            self.again()  # a reserve without a timeout waits on: the channel stays busy
+            return
         self.channel.busy = False
         self.emitter.on_cancel = None
         self.pool.idle(self.channel)
@@ -102,6 +199,7 @@ class Reservations:
         timeout: float | None,
         watch: tuple[str, ...],
         make_job: MakeJob,
+        repeat: bool = False,
     ) -> None:
         """Send a reserve-type command on a free reserving channel.
 
@@ -111,11 +209,20 @@ class Reservations:
             timeout: The command's deadline (``None`` for a blocking reserve).
             watch: The watch list the connection must have.
             make_job: Builds the ``Job`` handed to the emitter.
+            repeat: Send ``command`` again after each ``TIMED_OUT`` (a reserve without a
+                timeout, made of ``reserve-with-timeout`` commands that each have a
+                deadline).
         """
         channel = self._take()
         channel.busy = True
         sink = _ReserveSink(self, channel, emitter, make_job)
         emitter.on_cancel = sink.cancel
+        if repeat:
+
+            def again() -> None:
+                channel.send(command, sink, timeout=timeout, watch=watch)
+
+            sink.again = again
         channel.send(command, sink, timeout=timeout, watch=watch)
 
     def _take(self) -> ReservingChannel:
