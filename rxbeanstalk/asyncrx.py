@@ -54,6 +54,7 @@ from ._asyncrx_command import CommandSource
 from ._asyncrx_stream import AsyncReserveStream, StreamSession
 from ._client import Client, JobRef
 from ._job import Job
+from ._stats_stream import StatsSnapshot
 from .protocol import (
     DEFAULT_PRIORITY,
     DEFAULT_TTR,
@@ -414,6 +415,29 @@ class AsyncClient:
             InvalidArgumentError: a bad id (at call time).
         """
         return CommandSource(self._client.stats_job(job))
+
+    def stats_stream(
+        self, interval: float = 1.0, tubes: Sequence[str] | None = None
+    ) -> AsyncObservable[StatsSnapshot]:
+        """Periodic ``StatsSnapshot``s of the server and its tubes (cold, endless).
+
+        The same stream as ``Client.stats_stream``: a first snapshot at once, then one
+        every ``interval`` seconds from a timer on the client's loop; it never
+        ``aclose``s (so ``aioreactive.run`` on it waits until its timeout: take what you
+        need). A failed round ``athrow``s the typed error and stops the timer; disposing
+        the subscription stops it too. Snapshots that arrive while ``asend`` is still
+        busy with an earlier one wait their turn, so keep ``asend`` shorter than the
+        interval.
+
+        Args:
+            interval: Seconds between snapshots (> 0).
+            tubes: The tubes to include; ``None`` for every tube on the server; empty
+                for the server's stats only.
+
+        Raises:
+            InvalidArgumentError: a bad interval or tube name (at call time).
+        """
+        return CommandSource(self._client.stats_stream(interval, tubes))
 
     def list_tubes(self) -> AsyncObservable[list[str]]:
         """Every tube on the server (cold)."""

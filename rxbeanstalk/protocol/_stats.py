@@ -39,6 +39,7 @@ from typing import Any, Final, TypeVar
 import yaml
 
 from ..errors import ProtocolError
+from . import _html
 
 __all__ = [
     "JobState",
@@ -68,7 +69,7 @@ class JobState(enum.Enum):
 # lacks keys added later (1.12 added ``os``, ``platform`` and ``draining``), still parses.
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class ServerStats:
     """The reply to ``stats``: the whole server.
 
@@ -164,8 +165,48 @@ class ServerStats:
     platform: str = ""
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
+    def __repr__(self) -> str:
+        # The generated repr would list all 52 fields; this names the server and gives
+        # the numbers one looks at first (every field is still an attribute).
+        draining = " draining" if self.draining else ""
+        return (
+            f"<ServerStats beanstalkd {self.version} pid={self.pid} uptime={self.uptime}s"
+            f"{draining}: ready={self.current_jobs_ready}"
+            f" reserved={self.current_jobs_reserved} delayed={self.current_jobs_delayed}"
+            f" buried={self.current_jobs_buried} urgent={self.current_jobs_urgent}"
+            f" total_jobs={self.total_jobs} tubes={self.current_tubes}"
+            f" connections={self.current_connections}>"
+        )
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the job counts in one row, every field folded below."""
+        where = f" on {self.hostname}" if self.hostname else ""
+        note = f"pid {self.pid} · up {self.uptime} s"
+        if self.id:
+            note += f" · id {self.id}"
+        if self.draining:
+            note += " · draining (refuses put)"
+        return _html.compact(
+            f"beanstalkd {self.version}{where}",
+            [
+                ("ready", self.current_jobs_ready),
+                ("reserved", self.current_jobs_reserved),
+                ("delayed", self.current_jobs_delayed),
+                ("buried", self.current_jobs_buried),
+                ("urgent", self.current_jobs_urgent),
+                ("total jobs", self.total_jobs),
+                ("tubes", self.current_tubes),
+                ("connections", self.current_connections),
+                ("producers", self.current_producers),
+                ("workers", self.current_workers),
+                ("waiting", self.current_waiting),
+            ],
+            _html.field_items(self),
+            note=note,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class TubeStats:
     """The reply to ``stats-tube``: one tube.
 
@@ -206,8 +247,41 @@ class TubeStats:
     pause_time_left: int = 0
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
+    def __repr__(self) -> str:
+        paused = f" paused={self.pause_time_left}s" if self.pause_time_left > 0 else ""
+        return (
+            f"<TubeStats {self.name!r}: ready={self.current_jobs_ready}"
+            f" reserved={self.current_jobs_reserved} delayed={self.current_jobs_delayed}"
+            f" buried={self.current_jobs_buried} urgent={self.current_jobs_urgent}"
+            f" total_jobs={self.total_jobs} deleted={self.cmd_delete}"
+            f" watching={self.current_watching} waiting={self.current_waiting}{paused}>"
+        )
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the tube's counts in one row, every field folded below."""
+        note = ""
+        if self.pause_time_left > 0:
+            note = f"paused for {self.pause} s, {self.pause_time_left} s left"
+        return _html.compact(
+            f"tube {self.name!r}",
+            [
+                ("ready", self.current_jobs_ready),
+                ("reserved", self.current_jobs_reserved),
+                ("delayed", self.current_jobs_delayed),
+                ("buried", self.current_jobs_buried),
+                ("urgent", self.current_jobs_urgent),
+                ("total jobs", self.total_jobs),
+                ("deleted", self.cmd_delete),
+                ("using", self.current_using),
+                ("watching", self.current_watching),
+                ("waiting", self.current_waiting),
+            ],
+            _html.field_items(self),
+            note=note,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class JobStats:
     """The reply to ``stats-job``: one job.
 
@@ -248,6 +322,34 @@ class JobStats:
     buries: int = 0
     kicks: int = 0
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"<JobStats {self.id} in {self.tube!r}: {self.state.value} pri={self.pri}"
+            f" age={self.age}s delay={self.delay}s ttr={self.ttr}s"
+            f" time_left={self.time_left}s reserves={self.reserves}"
+            f" timeouts={self.timeouts} releases={self.releases} buries={self.buries}"
+            f" kicks={self.kicks}>"
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the job's numbers in one row, every field folded below."""
+        return _html.compact(
+            f"job {self.id} in tube {self.tube!r}: {self.state.value}",
+            [
+                ("pri", self.pri),
+                ("age (s)", self.age),
+                ("delay (s)", self.delay),
+                ("ttr (s)", self.ttr),
+                ("time left (s)", self.time_left),
+                ("reserves", self.reserves),
+                ("timeouts", self.timeouts),
+                ("releases", self.releases),
+                ("buries", self.buries),
+                ("kicks", self.kicks),
+            ],
+            _html.field_items(self),
+        )
 
 
 # ------------------------------------------------------------------ body -> dict[str, str]
