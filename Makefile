@@ -96,8 +96,8 @@ $(VENV_BENCH)/$(STAMP): pyproject.toml benchmarks/requirements.txt
 # --- checks -----------------------------------------------------------------------------------
 
 lint: $(VENV)
-	$(VENV)/bin/ruff check rxbeanstalk tests soak benchmarks notebooks docs/conf.py docs/images
-	$(VENV)/bin/ruff format --check rxbeanstalk tests soak benchmarks notebooks docs/conf.py docs/images
+	$(VENV)/bin/ruff check rxbeanstalk tests soak benchmarks notebooks docs
+	$(VENV)/bin/ruff format --check rxbeanstalk tests soak benchmarks notebooks docs
 	$(VENV)/bin/mypy --strict
 
 test: deps $(VENV) $(VENV_RX4) lint
