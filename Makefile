@@ -122,7 +122,7 @@ soak: deps $(VENV)
 	exit $$status
 
 clean:
-	rm -rf $(VENV) $(VENV_RX4) $(VENV_BENCH) $(VENV_NB) build dist .pytest_cache .mypy_cache .ruff_cache \
+	rm -rf $(VENV) $(VENV_RX4) $(VENV_BENCH) $(VENV_NB) $(VENV_DOCS) docs/_build build dist .pytest_cache .mypy_cache .ruff_cache \
 	    .hypothesis
 	find . -path ./.git -prune -o \( -name '*.egg-info' -o -name __pycache__ \) -type d -prune \
 	    -exec rm -rf {} +
@@ -155,10 +155,11 @@ $(VENV_DOCS)/$(STAMP): pyproject.toml docs/requirements.txt
 
 # Always a full build (-E: every page read again, every notebook executed against its own
 # throwaway beanstalkd), so a warning can never hide in an incremental one. -W: any warning
-# fails; -n: every cross-reference must resolve. The kernel is the one in .venv-docs
-# (JUPYTER_PATH first), whatever other "python3" kernels are installed.
+# fails; -n: every cross-reference must resolve; -T: a failing notebook cell is printed.
+# The notebooks' "python3" kernel is docs/_jupyter's (JUPYTER_PATH comes first): this
+# environment's python, whatever other kernels are installed, its own log quiet below errors.
 docs: deps $(VENV_DOCS)
 	@mkdir -p docs/_build && echo '*' > docs/_build/.gitignore
-	JUPYTER_PATH=$(CURDIR)/$(VENV_DOCS)/share/jupyter \
-	    $(VENV_DOCS)/bin/sphinx-build -E -W --keep-going -n -b html docs docs/_build/html
+	JUPYTER_PATH=$(CURDIR)/docs/_jupyter \
+	    $(VENV_DOCS)/bin/sphinx-build -E -W --keep-going -n -T -b html docs docs/_build/html
 	@echo "docs: open docs/_build/html/index.html"

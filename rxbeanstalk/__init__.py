@@ -13,6 +13,7 @@ from ._client import Client
 from ._cluster import Cluster, ClusterSummary
 from ._job import Job
 from ._job_ref import JobRef
+from ._stats_stream import StatsSnapshot
 from .errors import (
     BadFormatError,
     BeanstalkError,
@@ -86,6 +87,7 @@ __all__ = [
     "Reply",
     "ServerError",
     "ServerStats",
+    "StatsSnapshot",
     "TimedOutError",
     "TransportError",
     "TubeStats",

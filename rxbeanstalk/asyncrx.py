@@ -18,10 +18,11 @@ Needs the extra: ``pip install 'rxbeanstalk[asyncrx]'`` (aioreactive 0.20, which
     ...         await subscription.dispose_async()
 
 Each command method sends nothing until subscribed; each subscription sends the command
-once, then ``asend``s the value and ``aclose``s, or ``athrow``s the typed error
-(``rxbeanstalk.errors``). Invalid arguments raise ``InvalidArgumentError`` when the
-method is called. Disposing a subscription before the reply abandons interest; a reserve
-that is still waiting closes its connection, so no job is lost.
+once, then passes the value to ``asend`` and calls ``aclose``, or passes the typed
+error (``rxbeanstalk.errors``) to ``athrow``. Invalid arguments raise
+``InvalidArgumentError`` when the method is called. Disposing a subscription before
+the reply abandons interest; a reserve that is still waiting closes its connection, so
+no job is lost.
 
 ``reserve_stream`` paces the server by the awaited ``asend``: a lane reserves again only
 after ``asend(job)`` returned and the job was settled. ``asend`` calls never overlap, so
@@ -340,7 +341,7 @@ class AsyncClient:
         and the job was settled (deleted, released, buried) or lost. Disposing the
         subscription stops the lanes: waiting lanes close at once, delivered jobs get
         ``drain_timeout`` seconds to be settled, then the server takes back what is
-        left. A connection failure closes the lanes and ``athrow``s the error; an
+        left. A connection failure closes the lanes and goes to ``athrow``; an
         exception raised by ``asend`` does the same.
 
         Args:
@@ -419,13 +420,13 @@ class AsyncClient:
     def stats_stream(
         self, interval: float = 1.0, tubes: Sequence[str] | None = None
     ) -> AsyncObservable[StatsSnapshot]:
-        """Periodic ``StatsSnapshot``s of the server and its tubes (cold, endless).
+        """Periodic ``StatsSnapshot`` values of the server and its tubes (cold, endless).
 
         The same stream as ``Client.stats_stream``: a first snapshot at once, then one
         every ``interval`` seconds from a timer on the client's loop; it never
-        ``aclose``s (so ``aioreactive.run`` on it waits until its timeout: take what you
-        need). A failed round ``athrow``s the typed error and stops the timer; disposing
-        the subscription stops it too. Snapshots that arrive while ``asend`` is still
+        calls ``aclose`` (so ``aioreactive.run`` on it waits until its timeout: take what
+        you need). A failed round passes the typed error to ``athrow`` and stops the timer;
+        disposing the subscription stops it too. Snapshots that arrive while ``asend`` is still
         busy with an earlier one wait their turn, so keep ``asend`` shorter than the
         interval.
 

@@ -14,8 +14,7 @@ from types import MappingProxyType
 
 import pytest
 
-from rxbeanstalk import Client, JobState, JobStats, ServerStats, TubeStats
-from rxbeanstalk._stats_stream import StatsSnapshot
+from rxbeanstalk import Client, JobState, JobStats, ServerStats, StatsSnapshot, TubeStats
 from rxbeanstalk.protocol import parse_server_stats
 from rxbeanstalk.testing import BeanstalkdServer
 from tests.conftest import run

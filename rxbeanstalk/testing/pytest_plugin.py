@@ -46,7 +46,7 @@ def _serve(server: BeanstalkdServer) -> Iterator[BeanstalkdServer]:
 
 
 class BeanstalkdFactory:
-    """Starts :class:`BeanstalkdServer` instances for one test; the fixture stops them all.
+    """Starts ``BeanstalkdServer`` instances for one test; the fixture stops them all.
 
     Use it through the ``beanstalkd_factory`` fixture::
 
@@ -72,7 +72,7 @@ class BeanstalkdFactory:
         binary: str | None = None,
         start: bool = True,
     ) -> BeanstalkdServer:
-        """Make a server (see :class:`BeanstalkdServer` for the arguments) and start it.
+        """Make a server (``BeanstalkdServer`` explains the arguments) and start it.
 
         Args:
             unix: Listen on a unix socket instead of a TCP port.
