@@ -15,6 +15,8 @@ import time
 from collections import Counter
 
 from rxbeanstalk import BeanstalkError, Client, Job, NotFoundError
+from rxbeanstalk._cli._format import key_value_lines
+from rxbeanstalk._cli._progress import ProgressBar
 from rxbeanstalk.operators import Action, Outcome, process
 from rxbeanstalk.testing import BeanstalkdNotFoundError, BeanstalkdServer
 
@@ -30,13 +32,6 @@ async def handle(job: Job) -> None:
     """The work: fail on bodies marked ``fail``, succeed on the others."""
     if job.body.startswith(b"fail"):
         raise RuntimeError(f"job {job.id} is marked to fail")
-
-
-def show_progress(done: int, *, tty: bool, final: bool = False) -> None:
-    """Redraw the bar in place (carriage return) on a terminal; print a line otherwise."""
-    bar = "#" * (30 * done // JOBS)
-    text = f"[{bar:<30}] {done:>5}/{JOBS} {done / JOBS:4.0%}"
-    print(f"\r{text}" if tty else text, end="" if tty and not final else "\n", flush=True)
 
 
 async def sample_reserved(client: Client, peak: list[int]) -> None:
@@ -68,7 +63,8 @@ async def run(client: Client) -> int:
 
     peak = [0]
     sampler = asyncio.create_task(sample_reserved(client, peak))
-    tty = sys.stdout.isatty()
+    # The command-line tool's bar: redrawn in place on a terminal, a line a second in a log.
+    progress = ProgressBar(sys.stdout, "drain")
     started = time.monotonic()
     pipeline = client.reserve_stream(tubes=[TUBE], max_in_flight=MAX_IN_FLIGHT).pipe(
         process(handle, release_delay=0, max_releases=MAX_RELEASES)
@@ -78,12 +74,13 @@ async def run(client: Client) -> int:
     try:
         await client.put_many(bodies, tube=TUBE)
         while not finished.is_set():
-            show_progress(counts[Action.DELETED] + counts[Action.BURIED], tty=tty)
+            progress.update(counts[Action.DELETED] + counts[Action.BURIED], JOBS)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), 0.1 if tty else 1.0)
+                await asyncio.wait_for(finished.wait(), 0.1)
         if errors:
             raise errors[0]
-        show_progress(JOBS, tty=tty, final=True)
+        progress.update(JOBS, JOBS)
+        progress.close()
         elapsed = time.monotonic() - started
     finally:
         subscription.dispose()
@@ -106,8 +103,7 @@ async def run(client: Client) -> int:
         ("peak reserved (sampled)", f"{peak[0]} (max_in_flight={MAX_IN_FLIGHT})"),
     ]
     print()
-    for name, value in rows:
-        print(f"  {name:<24} {value}".rstrip())
+    print("\n".join(key_value_lines(rows, indent="  ")))
 
     problems = []
     if counts[Action.BURIED] != expected_failures or tube.current_jobs_buried != expected_failures:
