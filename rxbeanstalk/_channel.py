@@ -88,6 +88,7 @@ class Channel:
         state: Callable[[], tuple[str, tuple[str, ...]]] | None = None,
     ) -> None:
         self.address = address
+        self._command_timeout = address.command_timeout
         self._state = state
         self._connected_before = False
         self.connection: Connection | None = None
@@ -139,6 +140,18 @@ class Channel:
         if self._connecting is None:
             loop = asyncio.get_running_loop()
             self._connecting = loop.create_task(self._connect(loop))
+
+    def send_in(self, command: Command[Any], sink: Sink, used: str) -> None:
+        """``send(command, sink, used=used)`` with the default timeout, only cheaper.
+
+        The per-command producer path (``put``): when the connection is open and already
+        uses ``used``, the command goes straight to it.
+        """
+        conn = self.connection
+        if conn is not None and conn.used == used and not conn.closed:
+            conn.send(command, sink, self._command_timeout)
+        else:
+            self.send(command, sink, used=used)
 
     def _send_on(
         self,

@@ -260,7 +260,7 @@ class Client:
         self._commands.send(command, emitter)
 
     def _send_in_used(self, command: Command[Any], emitter: Emitter) -> None:
-        self._commands.send(command, emitter, used=self._used)
+        self._commands.send_in(command, emitter, self._used)
 
     def _send_in_watched(self, command: Command[Any], emitter: Emitter) -> None:
         self._commands.send(command, emitter, watch=self._watch)
@@ -313,13 +313,13 @@ class Client:
         """
         command = Put(body, priority, delay, ttr)  # type: ignore[arg-type]
         if tube is None:
-            return self._observe(self._send_in_used, command)
+            return CommandObservable(self._binding, self._send_in_used, command)
         check.tube_name(tube)
         return self._observe(self._put_in, (tube, command))
 
     def _put_in(self, argument: tuple[str, Command[Any]], emitter: Emitter) -> None:
         tube, command = argument
-        self._commands.send(command, emitter, used=tube)
+        self._commands.send_in(command, emitter, tube)
 
     def put_many(
         self,
@@ -505,13 +505,15 @@ class Client:
         """
         return self._observe(self._settle, (job, None, Touch(self._id(job))))
 
-    def _settle(self, argument: tuple[JobRef, str | None, Command[Any]], emitter: Emitter) -> None:
+    def _settle(self, argument: tuple[JobRef, str | None, Command[Any]], emitter: Sink) -> None:
+        # ``emitter`` is any Sink: an Observable's emitter, or ``process``'s own callback
+        # (``Job._delete_to``), which skips the Observable and its future per job.
         job_ref, how, command = argument
         job = self._job_of(job_ref)
         if job is not None and isinstance(command, StatsJob) and not job.reserved:
             job = None  # anyone may ask about a job this handle no longer holds
         if job is None:
-            self._send(command, emitter)
+            self._commands.send(command, emitter)
             return
         conn = job._connection
         holder = job._holder
@@ -531,9 +533,16 @@ class Client:
             job._settled = how
             self._held.pop(job.id, None)
         sink = _Touched(job, emitter) if isinstance(command, Touch) else _Settle(job, how, emitter)
-        conn.send(command, sink, self._address.command_timeout)
-        if how is not None:
-            holder.job_settling(job)  # after the send: a lane's next reserve goes behind it
+        if how is None:
+            conn.send(command, sink, self._address.command_timeout)
+            return
+        # Queued, not written yet: a stream lane reserves again as soon as its job is
+        # settled, and that reserve goes out in the same write, right behind it.
+        conn.send(command, sink, self._address.command_timeout, join=True)
+        try:
+            holder.job_settling(job)
+        finally:
+            conn.flush()
 
     def _settle_keep_priority(self, argument: tuple[JobRef, str, int], emitter: Emitter) -> None:
         job_ref, how, delay = argument
@@ -725,7 +734,7 @@ class Client:
     def stats_stream(
         self, interval: float = 1.0, tubes: Sequence[str] | None = None
     ) -> StatsStream:
-        """Periodic ``StatsSnapshot``s of the server and its tubes (cold, endless).
+        """Periodic ``StatsSnapshot`` values of the server and its tubes (cold, endless).
 
         ::
 
@@ -906,7 +915,7 @@ class _PutMany:
             self._next += 1
             self._in_flight += 1
             self._bytes += len(command.body)
-            self._channel.send(command, _PutOne(self, len(command.body)), used=self._tube)
+            self._channel.send_in(command, _PutOne(self, len(command.body)), self._tube)
 
     def result(self, size: int, job_id: int | None, error: BaseException | None) -> None:
         self._in_flight -= 1

@@ -17,7 +17,9 @@ from .errors import LoopBindingError
 
 # The C-level accessor: unlike get_running_loop() it returns None instead of raising,
 # and it is the cheapest way to ask on every subscription.
-_running_loop = asyncio._get_running_loop
+# (Also used by the Observables' fast path, to see they run on the client's loop.)
+running_loop = asyncio._get_running_loop
+_running_loop = running_loop
 
 
 class LoopBinding:

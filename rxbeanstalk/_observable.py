@@ -4,7 +4,8 @@
 machinery (auto-detach observer, trampoline) and registers its observer straight with
 the connection's reply FIFO: each subscription starts its work on the client's loop and
 gets its values there. ``await`` and ``.run()`` take the same short path with a future
-instead of an observer.
+(or, for ``.run()``, a lock) instead of an observer. On the client's own loop, which is
+where almost every subscription happens, the work starts within ``subscribe`` itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Generic, TypeVar, cast
 import reactivex
 from reactivex import abc
 
-from ._loop import LoopBinding
+from ._loop import LoopBinding, running_loop
 from .errors import ConnectionLostError, LoopBindingError
 
 T = TypeVar("T")
@@ -101,7 +102,10 @@ class ObserverEmitter(Emitter):
         on_error: Callable[[Exception], None] | None,
         on_completed: Callable[[], None] | None,
     ) -> None:
-        super().__init__(binding)
+        # Emitter.__init__ written out: this runs once per subscription.
+        self._binding = binding
+        self.done = False
+        self.on_cancel = None
         self._on_next = on_next
         self._on_error = on_error
         self._on_completed = on_completed
@@ -134,6 +138,37 @@ class ObserverEmitter(Emitter):
             self._call(self._on_next, value)
         except Exception as error:
             _report(error, "exception in on_next")
+
+    def resolve(self, value: Any) -> None:
+        # ``next(value)`` then ``complete()``, entering the subscriber's context once
+        # instead of twice: this is the reply of every single-reply command.
+        if self.done:
+            return
+        if self._entered:
+            self._resolve(value)
+            return
+        self._entered = True
+        try:
+            self._context.run(self._resolve, value)
+        finally:
+            self._entered = False
+
+    def _resolve(self, value: Any) -> None:
+        on_next = self._on_next
+        if on_next is not None:
+            try:
+                on_next(value)
+            except Exception as error:
+                _report(error, "exception in on_next")
+            if self.done:  # on_next disposed the subscription: no on_completed
+                return
+        self.done = True
+        on_completed = self._on_completed
+        if on_completed is not None:
+            try:
+                on_completed()
+            except Exception as error:
+                _report(error, "exception in on_completed")
 
     def complete(self) -> None:
         if self.done:
@@ -200,8 +235,21 @@ class FutureEmitter(_LastValue):
     __slots__ = ("future",)
 
     def __init__(self, binding: LoopBinding, future: asyncio.Future[Any]) -> None:
-        super().__init__(binding)
+        # The base classes' __init__ written out: this runs once per awaited command.
+        self._binding = binding
+        self.done = False
+        self.on_cancel = None
+        self._value = None
+        self._has_value = False
         self.future = future
+
+    def resolve(self, value: Any) -> None:
+        # ``next(value)`` then ``complete()`` in one step (every single-reply command).
+        if self.done:
+            return
+        self.done = True
+        if not self.future.done():
+            self.future.set_result(value)
 
     def _set_result(self, value: Any) -> None:
         if not self.future.done():
@@ -226,6 +274,45 @@ class ThreadEmitter(_LastValue):
 
     def _set_error(self, error: BaseException) -> None:
         self.future.set_exception(error)
+
+
+class _Waiter(_LastValue):
+    """Ends a blocking wait in another thread (``.run()``).
+
+    A bare lock, held until the outcome is in: the cheapest hand-over between two
+    threads (a ``concurrent.futures.Future`` and ``wait()`` build a condition, an event
+    and a waiter object around the same thing).
+    """
+
+    __slots__ = ("_error", "_lock", "_result")
+
+    def __init__(self, binding: LoopBinding) -> None:
+        super().__init__(binding)
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the outcome; whether it is in."""
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()  # so that a later wait() sees it too
+            return True
+        return False
+
+    def outcome(self) -> Any:
+        """The value, or raise the error (once ``wait`` said it is in)."""
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _set_result(self, value: Any) -> None:
+        self._result = value
+        self._lock.release()
+
+    def _set_error(self, error: BaseException) -> None:
+        self._error = error
+        self._lock.release()
 
 
 Start = Callable[[Any, Emitter], None]
@@ -292,14 +379,20 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
             emitter = ObserverEmitter(
                 self._binding, cast("Callable[[Any], None] | None", on_next), on_error, on_completed
             )
+        binding = self._binding
+        loop = binding.loop
+        if loop is not None and running_loop() is loop:
+            # On the client's own loop, bound already (the usual case): start here.
+            self._start(self._argument, emitter)
+            return emitter
         try:
-            self._binding.bind()
+            binding.bind()
         except LoopBindingError as error:
             if emitter.has_error_handler:
                 emitter.error(error)
                 return emitter
             raise
-        self._binding.call(self._start, self._argument, emitter)
+        binding.call(self._start, self._argument, emitter)
         return emitter
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -309,20 +402,24 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
             BeanstalkError: the error the command failed with.
             LoopBindingError: the client is bound to another loop.
         """
-        loop = self._binding.bind()
-        if not self._binding.on_loop_thread():
-            # Awaiting from a loop other than the client's own private one: hand the work
-            # over and wait on a thread-safe future.
-            emitter: _LastValue = ThreadEmitter(self._binding)
-            loop.call_soon_threadsafe(self._start, self._argument, emitter)
-            wrapped = asyncio.wrap_future(cast(ThreadEmitter, emitter).future)
-            try:
-                return cast(T, (yield from wrapped))
-            except asyncio.CancelledError:
-                emitter.dispose()
-                raise
+        binding = self._binding
+        loop = binding.loop
+        if loop is None or running_loop() is not loop:
+            # Not (yet) on the client's own loop: bind, or find it is another thread's.
+            loop = binding.bind()
+            if not binding.on_loop_thread():
+                # Awaiting from a loop other than the client's own private one: hand the
+                # work over and wait on a thread-safe future.
+                emitter: _LastValue = ThreadEmitter(binding)
+                loop.call_soon_threadsafe(self._start, self._argument, emitter)
+                wrapped = asyncio.wrap_future(cast(ThreadEmitter, emitter).future)
+                try:
+                    return cast(T, (yield from wrapped))
+                except asyncio.CancelledError:
+                    emitter.dispose()
+                    raise
         future: asyncio.Future[T] = loop.create_future()
-        emitter = FutureEmitter(self._binding, future)
+        emitter = FutureEmitter(binding, future)
         self._start(self._argument, emitter)
         try:
             return (yield from future)
@@ -347,15 +444,14 @@ class CommandObservable(reactivex.Observable[T], Generic[T]):
                 "use `await observable` or `.subscribe(...)` here instead"
             )
         loop = binding.bind()
-        emitter = ThreadEmitter(binding)
+        emitter = _Waiter(binding)
         loop.call_soon_threadsafe(self._start, self._argument, emitter)
         try:
-            # Wait without result(timeout=...): its TimeoutError (the builtin, since 3.11)
-            # could not be told apart from a CommandTimeoutError the command failed with.
-            while not concurrent.futures.wait((emitter.future,), timeout=0.5).done:
+            # Wake up now and then to notice a loop that stopped without an answer.
+            while not emitter.wait(0.5):
                 if loop.is_closed() or not loop.is_running():
                     raise ConnectionLostError("the client's event loop stopped")
-            return cast(T, emitter.future.result())
+            return cast(T, emitter.outcome())
         except BaseException:
             emitter.dispose()
             raise

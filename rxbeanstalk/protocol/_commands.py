@@ -17,7 +17,7 @@ from ..errors import (
     error_for_status,
 )
 from . import _validate as check
-from ._limits import MAX_LINE
+from ._limits import MAX_LINE, MAX_U32
 from ._parser import Reply
 from ._stats import (
     JobStats,
@@ -66,6 +66,10 @@ class Command(Generic[T]):
     may_block: ClassVar[bool] = False
     """Whether the server may hold the reply back (reserve): the client never pipelines
     other commands behind it on the same connection."""
+    may_change_tubes: ClassVar[bool] = False
+    """Whether it may change the connection's used tube or watch list (``use``, ``watch``,
+    ``ignore``, and a raw command, which could be one of them): the connection looks
+    closer only at these."""
 
     def line(self) -> bytes:
         """The command line, without CRLF."""
@@ -141,7 +145,7 @@ class _TubeCommand(Command[T]):
         check.tube_name(self.tube)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Put(Command[int]):
     """``put <pri> <delay> <ttr> <bytes>``: value is the new job's id.
 
@@ -157,11 +161,25 @@ class Put(Command[int]):
     errors = _ANY | {"BURIED", "EXPECTED_CRLF", "JOB_TOO_BIG", "DRAINING"}
     desyncs_on_bad_format = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "body", check.body(self.body))
-        check.integer(self.priority, "priority")
-        check.integer(self.delay, "delay")
-        check.integer(self.ttr, "ttr")
+    def __init__(self, body: bytes, priority: int, delay: int, ttr: int) -> None:
+        # Written by hand, as it runs once per put: the generated __init__ of a frozen
+        # dataclass sets each field with object.__setattr__ and then calls
+        # __post_init__, twice the cost of this. The usual arguments (bytes, ints in
+        # range) are checked inline; anything else goes through the full checks, which
+        # convert a body or raise. The fields are set through their slot descriptors,
+        # the cheapest way past the frozen __setattr__.
+        if type(body) is not bytes:
+            body = check.body(body)
+        if not (type(priority) is int and 0 <= priority <= MAX_U32):
+            check.integer(priority, "priority")
+        if not (type(delay) is int and 0 <= delay <= MAX_U32):
+            check.integer(delay, "delay")
+        if not (type(ttr) is int and 0 <= ttr <= MAX_U32):
+            check.integer(ttr, "ttr")
+        _set_put_body(self, body)
+        _set_put_priority(self, priority)
+        _set_put_delay(self, delay)
+        _set_put_ttr(self, ttr)
 
     def line(self) -> bytes:
         return b"put %d %d %d %d" % (self.priority, self.delay, self.ttr, len(self.body))
@@ -178,6 +196,12 @@ class Put(Command[int]):
     def value(self, reply: Reply) -> int:
         return int(reply.args[0])
 
+    def interpret(self, reply: Reply) -> int:
+        # The success first, without the generic dispatch: this runs once per put.
+        if reply.status == "INSERTED":
+            return int(reply.args[0])
+        return Command.interpret(self, reply)
+
     def raise_error(self, reply: Reply) -> None:
         if reply.status == "BURIED" and reply.args:
             raise BuriedError(command=self.describe(), job_id=int(reply.args[0]))
@@ -186,11 +210,17 @@ class Put(Command[int]):
         Command.raise_error(self, reply)
 
 
+_set_put_body, _set_put_priority, _set_put_delay, _set_put_ttr = (
+    Put.__dict__[name].__set__ for name in ("body", "priority", "delay", "ttr")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Use(_TubeCommand[str]):
     """``use <tube>``: value is the tube now used."""
 
     tube: str
+    may_change_tubes = True
     success = "USING"
 
     def line(self) -> bytes:
@@ -334,6 +364,7 @@ class Watch(_TubeCommand[int]):
     """``watch <tube>``: value is the number of watched tubes."""
 
     tube: str
+    may_change_tubes = True
     success = "WATCHING"
 
     def line(self) -> bytes:
@@ -348,6 +379,7 @@ class Ignore(_TubeCommand[int]):
     """``ignore <tube>``: value is the number of watched tubes left."""
 
     tube: str
+    may_change_tubes = True
     success = "WATCHING"
     errors = _ANY | {"NOT_IGNORED"}
 
@@ -569,6 +601,7 @@ class RawCommand(Command[Reply]):
     name: str
     args: tuple[str | int, ...] = ()
     body: bytes | None = None
+    may_change_tubes = True
     _line: bytes = field(init=False, repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:
