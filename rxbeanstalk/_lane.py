@@ -16,6 +16,14 @@ touch) it treats the reservation as lost, sends ``stats-job`` once more (a comma
 is not about the job makes the server release it at once; a touch or a delete would
 rescue it), and reserves again. With ``auto_touch`` it asks for the TTR at once and
 touches the job before it runs out.
+
+The one-second check costs no timer per job: most jobs are settled well within the
+second, so a lane keeps one check timer that is not cancelled when its job is settled.
+When it fires it looks at the job held then, and either asks for its TTR (held a second
+or more) or waits for that job's own second. So a lane arms at most about one timer a
+second however fast it turns jobs over, instead of arming and cancelling one per job
+(cancelled timers stay in the loop's heap until they come due, and every timer after
+them pays for the heap's size).
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ if TYPE_CHECKING:
 
 # Seconds each reserve waits on the server before it is simply sent again.
 RESERVE_WAIT = 5
+# Every lane sends the same reserve: built (and validated) once.
+_RESERVE = ReserveWithTimeout(RESERVE_WAIT)
 # How long a job may be held before the lane asks for its TTR.
 _FIRST_CHECK = 1.0
 # Past the TTR by this much, a job still unsettled is taken as lost.
@@ -93,7 +103,9 @@ class Lane:
 
     __slots__ = (
         "_address",
+        "_asked",
         "_auto_touch",
+        "_check_timer",
         "_client",
         "_listener",
         "_since",
@@ -121,7 +133,14 @@ class Lane:
         self._watch = watch
         self._listener = listener
         self._auto_touch = auto_touch
+        # The held job's expiry or touch, or the pause after DEADLINE_SOON: cancelled
+        # when the job is settled.
         self._timer: asyncio.TimerHandle | None = None
+        # The first check of whichever job is held when it fires: never cancelled on a
+        # settle (see the module's docstring), only when the lane closes.
+        self._check_timer: asyncio.TimerHandle | None = None
+        # The job whose TTR was asked for (so each job is asked once).
+        self._asked: Job | None = None
         self._ttr = 0.0
         # When the held job's TTR last started (its reserve or touch reply arrived): the
         # server's deadline is at most this plus the TTR.
@@ -174,11 +193,7 @@ class Lane:
         if self.closed or self.reserving or self.job is not None or conn is None:
             return
         self.reserving = True
-        conn.send(
-            ReserveWithTimeout(RESERVE_WAIT),
-            self,
-            RESERVE_WAIT + self._address.command_timeout,
-        )
+        conn.send(_RESERVE, self, RESERVE_WAIT + self._address.command_timeout)
 
     def resolve(self, data: JobData) -> None:
         """A reserve's reply: a job."""
@@ -191,9 +206,10 @@ class Lane:
         self._since = loop.time()
         self._ttr = 0.0
         if self._auto_touch:
-            conn.send(StatsJob(data.id), _Stats(self, job), self._address.command_timeout)
-        else:
-            self._timer = loop.call_later(_FIRST_CHECK, self._check, job)
+            self._ask_ttr(job)
+        elif self._check_timer is None:
+            # (A timer armed for an earlier job fires sooner and waits on for this one.)
+            self._check_timer = loop.call_at(self._since + _FIRST_CHECK, self._check)
         self._listener.lane_job(self, job)
 
     def reject(self, error: BaseException) -> None:
@@ -226,15 +242,28 @@ class Lane:
 
     def _release_credit(self) -> None:
         self.job = None
+        self._asked = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._listener.lane_free(self)
 
-    def _check(self, job: Job) -> None:
-        self._timer = None
-        if job is self.job and self.conn is not None:
-            self.conn.send(StatsJob(job.id), _Stats(self, job), self._address.command_timeout)
+    def _check(self) -> None:
+        self._check_timer = None
+        job, conn = self.job, self.conn
+        if job is None or conn is None or self.closed or self._asked is job:
+            return  # nothing held now: the next job's reserve arms the check again
+        due = self._since + _FIRST_CHECK
+        if conn.loop.time() < due:
+            # Armed for a job settled since: this one has not been held a second yet.
+            self._check_timer = conn.loop.call_at(due, self._check)
+        else:
+            self._ask_ttr(job)
+
+    def _ask_ttr(self, job: Job) -> None:
+        assert self.conn is not None
+        self._asked = job
+        self.conn.send(StatsJob(job.id), _Stats(self, job), self._address.command_timeout)
 
     def got_ttr(self, job: Job, stats: JobStats) -> None:
         """The held job's ``stats-job`` arrived: plan its touch or its expiry."""
@@ -312,6 +341,9 @@ class Lane:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._check_timer is not None:
+            self._check_timer.cancel()
+            self._check_timer = None
         if self.conn is not None:
             self.conn.close()
 
