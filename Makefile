@@ -111,13 +111,14 @@ bench: deps $(VENV_BENCH)
 	$(VENV_BENCH)/bin/python -m benchmarks $(BENCH_ARGS)
 
 # The full soak (docs/reliability.md): 100k jobs under drop chaos (a fault every 2-3 s),
-# 100k under mixed chaos (every 1.5-2.5 s, so each of the 11 kinds comes up), and 100k
-# with beanstalkd -b, a kill -9 + restart and drops. Each run prints its table and writes
+# 100k under mixed chaos (every 2-3 s, producers paced at 3,000 puts/s so the run lasts
+# long enough for each of the 11 kinds to come up), and 100k with beanstalkd -b, a
+# kill -9 + restart and drops. Each run prints its table and writes
 # soak/results/NAME.json; all three run, and the target fails if any broke an invariant.
 soak: deps $(VENV)
 	@status=0; \
 	$(VENV)/bin/python -m soak --jobs 100000 --chaos drop || status=1; \
-	$(VENV)/bin/python -m soak --jobs 100000 --chaos mixed --period 1.5 2.5 || status=1; \
+	$(VENV)/bin/python -m soak --jobs 100000 --chaos mixed --put-rate 3000 || status=1; \
 	$(VENV)/bin/python -m soak --jobs 100000 --chaos drop --binlog || status=1; \
 	exit $$status
 
