@@ -55,7 +55,7 @@ class Action(enum.Enum):
     """The reservation was gone before the job could be settled; the server has it back."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Outcome:
     """One job's outcome in ``process``.
 
@@ -71,10 +71,24 @@ class Outcome:
     error: BaseException | None
     reason: str
 
+    def __init__(self, job: Job, action: Action, error: BaseException | None, reason: str) -> None:
+        # Written by hand, as one is made per job: the generated __init__ of a frozen
+        # dataclass sets each field with object.__setattr__, three times the cost of
+        # setting them through their slot descriptors.
+        _set_outcome_job(self, job)
+        _set_outcome_action(self, action)
+        _set_outcome_error(self, error)
+        _set_outcome_reason(self, reason)
+
     @property
     def ok(self) -> bool:
         """Whether the handler succeeded."""
         return self.error is None
+
+
+_set_outcome_job, _set_outcome_action, _set_outcome_error, _set_outcome_reason = (
+    Outcome.__dict__[name].__set__ for name in ("job", "action", "error", "reason")
+)
 
 
 Handler = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]

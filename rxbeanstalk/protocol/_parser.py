@@ -177,9 +177,22 @@ class ReplyParser:
                     nargs, args = 2, (first.decode("ascii"), second.decode("ascii"))
                 low, high, has_body = shape
                 if low <= nargs <= high:
-                    self._pos = match.end()
+                    start = match.end()
+                    self._pos = start
                     if not has_body:
                         return _new_tuple(Reply, (_STATUS[word], args, None))
+                    # A body that is here whole, in the chunk as it came (a job from a
+                    # reserve, most often): taken at once, without _body_of/_take_body
+                    # (two calls per job). Anything else goes there, for the same result
+                    # or the precise error.
+                    end = start + int(args[nargs - 1])  # its size: a body word's last argument
+                    if (
+                        type(buf) is bytes
+                        and end - start <= self._max_body
+                        and buf.startswith(b"\r\n", end)
+                    ):
+                        self._pos = end + 2
+                        return _new_tuple(Reply, (_STATUS[word], args, buf[start:end]))
                     return self._body_of(_STATUS[word], args)
         return self._general_line(buf, pos)
 
