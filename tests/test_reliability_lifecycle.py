@@ -1136,7 +1136,9 @@ def test_bounds_of_close_from_another_thread_with_the_server_gone(
                 for client in (script, other):
                     started = time.monotonic()
                     await within(asyncio.to_thread(client.close))
-                    assert time.monotonic() - started < SLACK
+                    # Far below close()'s documented 5 s; three threads' hand-offs on a
+                    # loaded two-core machine have taken over a second.
+                    assert time.monotonic() - started < 3 * SLACK
                 for thread in (script_thread, other_thread):
                     await within(asyncio.to_thread(thread.join, SLACK))
                     assert not thread.is_alive()
