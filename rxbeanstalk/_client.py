@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -206,21 +205,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        binding = self._binding
-        loop = binding.loop
-        if loop is None or loop.is_closed():
-            return
-        if binding.on_loop_thread():
-            self._close_now()
-        else:
-            done = asyncio.run_coroutine_threadsafe(self._aclose_now(), loop)
-            # The loop may be gone or stuck; nothing more can be done then.
-            with contextlib.suppress(Exception):
-                done.result(timeout=5.0)
-        binding.stop()
-
-    async def _aclose_now(self) -> None:
-        self._close_now()
+        self._binding.close(self._close_now)
 
     def _close_now(self) -> None:
         self._commands.close()

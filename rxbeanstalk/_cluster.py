@@ -67,7 +67,6 @@ unchanged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -348,22 +347,9 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
-        binding = self._binding
-        loop = binding.loop
-        if loop is None or loop.is_closed():
+        if not self._binding.close(self._close_now):
             for member in self._members:
                 member.client._closed = True
-            return
-        if binding.on_loop_thread():
-            self._close_now()
-        else:
-            done = asyncio.run_coroutine_threadsafe(self._aclose_now(), loop)
-            with contextlib.suppress(Exception):  # the loop may be gone or stuck
-                done.result(timeout=5.0)
-        binding.stop()
-
-    async def _aclose_now(self) -> None:
-        self._close_now()
 
     def _close_now(self) -> None:
         self._health.close()

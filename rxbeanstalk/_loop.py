@@ -9,6 +9,7 @@ thread and handed over with ``call_soon_threadsafe`` from any other thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,32 @@ class LoopBinding:
             fn(*args)
         else:
             loop.call_soon_threadsafe(fn, *args)
+
+    def close(self, close_now: Callable[[], None], timeout: float = 5.0) -> bool:
+        """Run ``close_now`` on the bound loop, then stop the private loop thread, if any.
+
+        On the loop's own thread ``close_now`` runs at once; from any other thread this
+        waits at most ``timeout`` seconds for the loop to run it (a loop that is gone or
+        stuck cannot be helped, and the wait gives up quietly).
+
+        Returns:
+            False when the binding has no live loop (nothing was run).
+        """
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return False
+        if self.on_loop_thread():
+            close_now()
+        else:
+
+            async def run_close() -> None:
+                close_now()
+
+            done = asyncio.run_coroutine_threadsafe(run_close(), loop)
+            with contextlib.suppress(Exception):
+                done.result(timeout=timeout)
+        self.stop(timeout)
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the private loop thread, if there is one (waits at most ``timeout``)."""

@@ -218,7 +218,6 @@ def test_accept_modes(beanstalkd: BeanstalkdServer) -> None:
     async def main() -> None:
         async with FaultProxy(beanstalkd.port) as proxy:
             proxy.set_accept_mode("refuse")
-            await asyncio.sleep(0)  # let the listener close
             await eventually(lambda: _refused(proxy.port), "refused")
             proxy.set_accept_mode("reset")
             await eventually(lambda: not _refused(proxy.port), "listening")
