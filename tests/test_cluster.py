@@ -515,7 +515,7 @@ def test_a_put_whose_reply_was_lost_is_never_put_again(
                 await within(cluster.put(b"reconnect", key=key))
                 proxy.stall()
                 pending = asyncio.ensure_future(_await(cluster.put(b"dropped", key=key)))
-                await asyncio.sleep(0.05)  # the put leaves the client; the proxy holds it
+                await eventually(lambda: proxy.held_bytes > 0, "the put reached the proxy")
                 proxy.drop_all()
                 with pytest.raises(ConnectionLostError):
                     await within(pending)

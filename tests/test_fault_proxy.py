@@ -131,12 +131,14 @@ def test_stall_holds_bytes_until_resumed(beanstalkd: BeanstalkdServer) -> None:
             proxy.stall()
             assert proxy.stalled
             streams[1].write(b"list-tube-used\r\n")
+            await eventually(lambda: proxy.held_bytes == len(b"list-tube-used\r\n"), "held")
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.3):
                     await streams[0].readline()
             proxy.resume()
             async with asyncio.timeout(5):
                 assert await streams[0].readline() == b"USING default\r\n"
+            assert proxy.held_bytes == 0
             proxy.stall(0.2)
             started = time.monotonic()
             assert await ask(streams, b"list-tube-used") == b"USING default\r\n"

@@ -219,6 +219,9 @@ class FaultProxy:
     Attributes:
         accepted: How many client connections the proxy accepted (resets included).
         accept_resets: How many of those ``reset`` mode reset at once.
+        held_bytes: Bytes read from either side that a ``stall`` keeps from being
+            forwarded (not yet in ``c2s``/``s2c``), so a test can wait until a command
+            reached the proxy.
         links: Every proxied connection so far, in order of acceptance.
         drops: How many times ``drop_all`` ran.
     """
@@ -229,6 +232,7 @@ class FaultProxy:
         self.timeout = timeout
         self.accepted = 0
         self.accept_resets = 0
+        self.held_bytes = 0
         self.drops = 0
         self.links: list[Link] = []
         self._server: asyncio.Server | None = None
@@ -495,7 +499,12 @@ class FaultProxy:
                 data = await reader.read(_CHUNK)
                 if not data or link.closed:
                     break
-                await self._flowing.wait()
+                if not self._flowing.is_set():
+                    self.held_bytes += len(data)
+                    try:
+                        await self._flowing.wait()
+                    finally:
+                        self.held_bytes -= len(data)
                 if to_server:
                     link.c2s += data
                     await self._write(writer, data)
