@@ -278,8 +278,11 @@ def test_r16_r17_garbage_fails_the_pipeline_typed_then_a_new_connection_stays_co
     ]
     assert proxy.accepted == 2
     assert sum(line.startswith(b"put ") for line in second.commands()) == 200
-    # Every failed put had in fact landed: their outcome was unknown, not negative.
-    assert stat(beanstalkd, "total-jobs") == 1 + burst + 200
+    # The failed puts' outcome is unknown, not negative: the server runs what it read
+    # before the connection closed, which may be all of them or only some. None of them
+    # was sent again, so at most ``burst`` landed.
+    landed = stat(beanstalkd, "total-jobs") - 1 - 200
+    assert 0 <= landed <= burst
     assert len(set(ids)) == 200
     for job_id, body in zip(ids, bodies, strict=True):  # the server agrees, directly
         assert beanstalkd.query(b"peek %d\r\n" % job_id) == b"FOUND %d %d\r\n%s\r\n" % (
