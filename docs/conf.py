@@ -271,8 +271,14 @@ def _resolve_unique_short_name(
 
 
 def _no_object_base(app: Sphinx, name: str, obj: object, options: Any, bases: list[type]) -> None:
-    """``Bases: object`` says nothing; leave it out (the empty line goes below)."""
-    bases[:] = [base for base in bases if base is not object]
+    """``Bases: object`` says nothing, nor does a private mixin; leave them out.
+
+    ``Closing`` only gives ``Client`` and ``Cluster`` their ``with`` blocks, which their
+    own docstrings describe. (The empty line left behind goes below.)
+    """
+    bases[:] = [
+        base for base in bases if base is not object and base.__module__ != "rxbeanstalk._closing"
+    ]
 
 
 def _no_empty_bases_line(app: Sphinx, domain: str, objtype: str, content: desc_content) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
 from ._channel import Address, Channel
+from ._closing import Closing
 from ._connection import Connection, Sink
 from ._iter import ReserveIterator
 from ._job import Holder, Job
@@ -94,7 +94,7 @@ class _OnSuccess:
         self.emitter.reject(error)
 
 
-class Client:
+class Client(Closing):
     """A beanstalkd client whose every command is a cold ``reactivex.Observable``.
 
     Construction does no I/O; the first subscription connects. Each subscription sends
@@ -211,28 +211,6 @@ class Client:
         self._commands.close()
         self._reservations.close()
         self._held.clear()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -70,12 +70,13 @@ import asyncio
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, Literal
 
 from reactivex import Observable
 
 from ._client import Client
+from ._closing import Closing
 from ._cluster_health import Health, Member
 from ._cluster_ops import FanOut, Put, PutMany, ReserveRace, first_failure
 from ._cluster_stream import ClusterStream
@@ -190,7 +191,7 @@ def _client_options(address: str) -> dict[str, Any]:
     return {"host": host, "port": int(port)}
 
 
-class Cluster:
+class Cluster(Closing):
     """Several beanstalkd servers used as one: the methods of ``Client``, spread out.
 
     ::
@@ -357,28 +358,6 @@ class Cluster:
             # Not Client.close(): that would stop the loop thread the others share.
             member.client._closed = True
             member.client._close_now()
-
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Cluster:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- plumbing ---------------------------------------------------------------------
 
